@@ -1,0 +1,672 @@
+//! The directory: users, nested groups, projects and memberships, kept in memory and
+//! updated incrementally.
+
+use std::{collections::HashMap, fmt, str::FromStr};
+
+use foldhash::fast::FixedState;
+
+use crate::role::Role;
+
+pub(crate) type FastMap<K, V> = HashMap<K, V, FixedState>;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(pub u64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A user's numeric id.
+    UserId
+);
+id_type!(
+    /// A group's numeric id.
+    GroupId
+);
+id_type!(
+    /// A project's numeric id.
+    ProjectId
+);
+
+/// Whether a user may act at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UserState {
+    Active,
+    Blocked,
+    Deleted,
+}
+
+impl UserState {
+    /// The lowercase wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            UserState::Active => "active",
+            UserState::Blocked => "blocked",
+            UserState::Deleted => "deleted",
+        }
+    }
+}
+
+impl FromStr for UserState {
+    type Err = DirectoryError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "active" => Ok(UserState::Active),
+            "blocked" => Ok(UserState::Blocked),
+            "deleted" => Ok(UserState::Deleted),
+            other => Err(DirectoryError::Invalid(format!(
+                "unknown user state `{other}`: expected active, blocked or deleted"
+            ))),
+        }
+    }
+}
+
+/// Who may see a project or group without being a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Visibility {
+    /// Members only.
+    Private,
+    /// Every signed-in user.
+    Internal,
+    /// Everyone, anonymous visitors included.
+    Public,
+}
+
+impl Visibility {
+    /// The lowercase wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Visibility::Private => "private",
+            Visibility::Internal => "internal",
+            Visibility::Public => "public",
+        }
+    }
+}
+
+impl FromStr for Visibility {
+    type Err = DirectoryError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "private" => Ok(Visibility::Private),
+            "internal" => Ok(Visibility::Internal),
+            "public" => Ok(Visibility::Public),
+            other => Err(DirectoryError::Invalid(format!(
+                "unknown visibility `{other}`: expected private, internal or public"
+            ))),
+        }
+    }
+}
+
+/// What a membership is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MembershipTarget {
+    Group(GroupId),
+    Project(ProjectId),
+}
+
+impl MembershipTarget {
+    // Packs the target into one sortable word: the id, then one bit for the kind.
+    fn key(self) -> u64 {
+        match self {
+            MembershipTarget::Group(id) => id.0 << 1,
+            MembershipTarget::Project(id) => (id.0 << 1) | 1,
+        }
+    }
+}
+
+/// Where a project lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Namespace {
+    Group(GroupId),
+    /// The personal namespace of a user: that user owns the project.
+    User(UserId),
+}
+
+/// A user as the decision needs them.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: UserId,
+    pub username: Box<str>,
+    pub state: UserState,
+    pub admin: bool,
+    // INVARIANT: sorted by packed target key, one entry per target.
+    memberships: Vec<(u64, Role)>,
+}
+
+impl User {
+    /// Whether the user may act at all.
+    pub fn is_active(&self) -> bool {
+        self.state == UserState::Active
+    }
+
+    /// The user's direct role on `target`.
+    pub fn direct_role(&self, target: MembershipTarget) -> Option<Role> {
+        let key = target.key();
+        self.memberships.binary_search_by_key(&key, |(k, _)| *k).ok().map(|position| self.memberships[position].1)
+    }
+
+    /// Every direct membership of the user.
+    pub fn memberships(&self) -> impl Iterator<Item = (MembershipTarget, Role)> + '_ {
+        self.memberships.iter().map(|(key, role)| {
+            let id = key >> 1;
+            let target = if key & 1 == 1 {
+                MembershipTarget::Project(ProjectId(id))
+            } else {
+                MembershipTarget::Group(GroupId(id))
+            };
+            (target, *role)
+        })
+    }
+
+    /// How many direct memberships the user has.
+    pub fn membership_count(&self) -> usize {
+        self.memberships.len()
+    }
+}
+
+/// A group, nested under at most one parent.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub id: GroupId,
+    pub parent: Option<GroupId>,
+    /// `acme/platform/infra`, lowercase.
+    pub full_path: Box<str>,
+    pub visibility: Visibility,
+}
+
+/// A project in a group or in a user's personal namespace.
+#[derive(Clone, Debug)]
+pub struct Project {
+    pub id: ProjectId,
+    pub namespace: Namespace,
+    /// `acme/platform/api` or `alice/dotfiles`, lowercase.
+    pub full_path: Box<str>,
+    pub visibility: Visibility,
+}
+
+/// A refused change to the directory. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("no user `{0}`")]
+    UnknownUser(String),
+    #[error("no group `{0}`")]
+    UnknownGroup(String),
+    #[error("no project `{0}`")]
+    UnknownProject(String),
+    #[error("no group or user namespace `{0}`")]
+    UnknownNamespace(String),
+    #[error("`{0}` is already taken")]
+    PathTaken(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Names a project or group as a request does: by numeric id or by full path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Locator<'a> {
+    Id(u64),
+    Path(&'a str),
+}
+
+/// Names a user as a request does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserLocator<'a> {
+    /// The token's own owner (`/user`).
+    Caller,
+    Id(u64),
+    Username(&'a str),
+}
+
+/// Deepest nesting accepted, so ancestry walks are bounded.
+pub const MAX_GROUP_DEPTH: usize = 20;
+
+/// The in-memory directory.
+///
+/// INVARIANT: every path index entry points at a live record with that path; every group's
+/// parent exists; nesting is acyclic and at most [`MAX_GROUP_DEPTH`] deep.
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    users: FastMap<UserId, User>,
+    user_by_name: FastMap<Box<str>, UserId>,
+    groups: FastMap<GroupId, Group>,
+    group_by_path: FastMap<Box<str>, GroupId>,
+    projects: FastMap<ProjectId, Project>,
+    project_by_path: FastMap<Box<str>, ProjectId>,
+}
+
+fn valid_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment.len() <= 255
+        && segment.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !segment.starts_with(['-', '.'])
+        && !segment.ends_with(".git")
+        && !segment.ends_with(".atom")
+}
+
+fn normalize_path(path: &str) -> Result<Box<str>, DirectoryError> {
+    let lower = path.to_ascii_lowercase();
+    if lower.split('/').all(valid_segment) {
+        Ok(lower.into_boxed_str())
+    } else {
+        Err(DirectoryError::Invalid(format!(
+            "`{path}` is not a valid path: segments of letters, digits, `-`, `_` and `.`, separated by `/`"
+        )))
+    }
+}
+
+// Looks a path up case-insensitively without allocating when it is already lowercase.
+fn get_by_path<V: Copy>(map: &FastMap<Box<str>, V>, path: &str) -> Option<V> {
+    if path.bytes().any(|b| b.is_ascii_uppercase()) {
+        map.get(path.to_ascii_lowercase().as_str()).copied()
+    } else {
+        map.get(path).copied()
+    }
+}
+
+impl Directory {
+    /// An empty directory.
+    pub fn new() -> Directory {
+        Directory::default()
+    }
+
+    /// Reserves room for the given numbers of records.
+    pub fn reserve(&mut self, users: usize, groups: usize, projects: usize) {
+        self.users.reserve(users);
+        self.user_by_name.reserve(users);
+        self.groups.reserve(groups);
+        self.group_by_path.reserve(groups);
+        self.projects.reserve(projects);
+        self.project_by_path.reserve(projects);
+    }
+
+    // ---- users -------------------------------------------------------------------
+
+    /// Adds a user or updates their name, state and admin flag; memberships are kept.
+    pub fn upsert_user(
+        &mut self,
+        id: UserId,
+        username: &str,
+        state: UserState,
+        admin: bool,
+    ) -> Result<(), DirectoryError> {
+        let username = normalize_path(username)?;
+        if username.contains('/') {
+            return Err(DirectoryError::Invalid(format!("username `{username}` must not contain `/`")));
+        }
+        if let Some(other) = self.user_by_name.get(&username)
+            && *other != id
+        {
+            return Err(DirectoryError::PathTaken(username.into_string()));
+        }
+        if self.group_by_path.contains_key(&username) {
+            return Err(DirectoryError::PathTaken(username.into_string()));
+        }
+        match self.users.get_mut(&id) {
+            Some(user) => {
+                if user.username != username {
+                    if self.projects.values().any(|p| p.namespace == Namespace::User(id)) {
+                        return Err(DirectoryError::Invalid(format!(
+                            "user `{}` has personal projects and cannot be renamed",
+                            user.username
+                        )));
+                    }
+                    self.user_by_name.remove(&user.username);
+                    self.user_by_name.insert(username.clone(), id);
+                    user.username = username;
+                }
+                user.state = state;
+                user.admin = admin;
+            }
+            None => {
+                self.user_by_name.insert(username.clone(), id);
+                self.users.insert(id, User { id, username, state, admin, memberships: Vec::new() });
+            }
+        }
+        Ok(())
+    }
+
+    /// Blocks, unblocks or deletes a user.
+    pub fn set_user_state(&mut self, id: UserId, state: UserState) -> Result<(), DirectoryError> {
+        let user = self.users.get_mut(&id).ok_or_else(|| DirectoryError::UnknownUser(id.to_string()))?;
+        user.state = state;
+        Ok(())
+    }
+
+    /// Grants or withdraws instance administration.
+    pub fn set_admin(&mut self, id: UserId, admin: bool) -> Result<(), DirectoryError> {
+        let user = self.users.get_mut(&id).ok_or_else(|| DirectoryError::UnknownUser(id.to_string()))?;
+        user.admin = admin;
+        Ok(())
+    }
+
+    /// The user with `id`.
+    pub fn user(&self, id: UserId) -> Option<&User> {
+        self.users.get(&id)
+    }
+
+    /// The user named `username` (case-insensitive).
+    pub fn user_by_name(&self, username: &str) -> Option<&User> {
+        get_by_path(&self.user_by_name, username).and_then(|id| self.users.get(&id))
+    }
+
+    /// Resolves a request's user locator, `owner` being the caller.
+    pub fn resolve_user(&self, locator: UserLocator<'_>, owner: UserId) -> Option<&User> {
+        match locator {
+            UserLocator::Caller => self.user(owner),
+            UserLocator::Id(id) => self.user(UserId(id)),
+            UserLocator::Username(name) => self.user_by_name(name),
+        }
+    }
+
+    /// Every user.
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    // ---- groups ------------------------------------------------------------------
+
+    /// Adds a group at `full_path`; its parent is the group at the path's prefix, which
+    /// must exist.
+    pub fn insert_group(&mut self, id: GroupId, full_path: &str, visibility: Visibility) -> Result<(), DirectoryError> {
+        let full_path = normalize_path(full_path)?;
+        if self.groups.contains_key(&id) {
+            return Err(DirectoryError::Invalid(format!("group id {id} already exists")));
+        }
+        if self.group_by_path.contains_key(&full_path)
+            || self.project_by_path.contains_key(&full_path)
+            || self.user_by_name.contains_key(&full_path)
+        {
+            return Err(DirectoryError::PathTaken(full_path.into_string()));
+        }
+        let parent = match full_path.rsplit_once('/') {
+            None => None,
+            Some((prefix, _)) => {
+                let parent =
+                    *self.group_by_path.get(prefix).ok_or_else(|| DirectoryError::UnknownGroup(prefix.to_owned()))?;
+                if self.ancestors(parent).count() >= MAX_GROUP_DEPTH {
+                    return Err(DirectoryError::Invalid(format!(
+                        "`{full_path}` would nest deeper than {MAX_GROUP_DEPTH} groups"
+                    )));
+                }
+                Some(parent)
+            }
+        };
+        self.group_by_path.insert(full_path.clone(), id);
+        self.groups.insert(id, Group { id, parent, full_path, visibility });
+        Ok(())
+    }
+
+    /// Changes a group's visibility.
+    pub fn set_group_visibility(&mut self, id: GroupId, visibility: Visibility) -> Result<(), DirectoryError> {
+        let group = self.groups.get_mut(&id).ok_or_else(|| DirectoryError::UnknownGroup(id.to_string()))?;
+        group.visibility = visibility;
+        Ok(())
+    }
+
+    /// Removes an empty group (no subgroup, no project).
+    pub fn remove_group(&mut self, id: GroupId) -> Result<(), DirectoryError> {
+        let group = self.groups.get(&id).ok_or_else(|| DirectoryError::UnknownGroup(id.to_string()))?;
+        if self.groups.values().any(|g| g.parent == Some(id))
+            || self.projects.values().any(|p| p.namespace == Namespace::Group(id))
+        {
+            return Err(DirectoryError::Invalid(format!("group `{}` is not empty", group.full_path)));
+        }
+        let path = group.full_path.clone();
+        self.group_by_path.remove(&path);
+        self.groups.remove(&id);
+        Ok(())
+    }
+
+    /// The group with `id`.
+    pub fn group(&self, id: GroupId) -> Option<&Group> {
+        self.groups.get(&id)
+    }
+
+    /// The group at `full_path` (case-insensitive).
+    pub fn group_by_path(&self, full_path: &str) -> Option<&Group> {
+        get_by_path(&self.group_by_path, full_path).and_then(|id| self.groups.get(&id))
+    }
+
+    /// Resolves a request's group locator.
+    pub fn resolve_group(&self, locator: Locator<'_>) -> Option<&Group> {
+        match locator {
+            Locator::Id(id) => self.group(GroupId(id)),
+            Locator::Path(path) => self.group_by_path(path),
+        }
+    }
+
+    /// Every group.
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    /// `group` itself, then its parent, up to the top-level group.
+    pub fn ancestors(&self, group: GroupId) -> impl Iterator<Item = &Group> + '_ {
+        let mut next = self.groups.get(&group);
+        std::iter::from_fn(move || {
+            let current = next?;
+            next = current.parent.and_then(|parent| self.groups.get(&parent));
+            Some(current)
+        })
+        .take(MAX_GROUP_DEPTH + 1)
+    }
+
+    /// Whether `ancestor` is `group` or one of its ancestors.
+    pub fn group_contains_group(&self, ancestor: GroupId, group: GroupId) -> bool {
+        self.ancestors(group).any(|g| g.id == ancestor)
+    }
+
+    /// Whether `project` lives in `ancestor` or one of its subgroups.
+    pub fn group_contains_project(&self, ancestor: GroupId, project: &Project) -> bool {
+        match project.namespace {
+            Namespace::Group(parent) => self.group_contains_group(ancestor, parent),
+            Namespace::User(_) => false,
+        }
+    }
+
+    // ---- projects ----------------------------------------------------------------
+
+    /// Adds a project at `full_path`; its namespace is the group or user named by the
+    /// path's prefix.
+    pub fn insert_project(
+        &mut self,
+        id: ProjectId,
+        full_path: &str,
+        visibility: Visibility,
+    ) -> Result<(), DirectoryError> {
+        let full_path = normalize_path(full_path)?;
+        if self.projects.contains_key(&id) {
+            return Err(DirectoryError::Invalid(format!("project id {id} already exists")));
+        }
+        if self.project_by_path.contains_key(&full_path) || self.group_by_path.contains_key(&full_path) {
+            return Err(DirectoryError::PathTaken(full_path.into_string()));
+        }
+        let namespace = self.namespace_of(&full_path)?;
+        self.project_by_path.insert(full_path.clone(), id);
+        self.projects.insert(id, Project { id, namespace, full_path, visibility });
+        Ok(())
+    }
+
+    fn namespace_of(&self, full_path: &str) -> Result<Namespace, DirectoryError> {
+        let (prefix, _) = full_path.rsplit_once('/').ok_or_else(|| {
+            DirectoryError::Invalid(format!("project path `{full_path}` needs a namespace: `group/project`"))
+        })?;
+        if let Some(group) = self.group_by_path.get(prefix) {
+            Ok(Namespace::Group(*group))
+        } else if let Some(user) = self.user_by_name.get(prefix) {
+            Ok(Namespace::User(*user))
+        } else {
+            Err(DirectoryError::UnknownNamespace(prefix.to_owned()))
+        }
+    }
+
+    /// Moves a project to another namespace (group full path or username), keeping its
+    /// name.
+    pub fn move_project(&mut self, id: ProjectId, namespace_path: &str) -> Result<(), DirectoryError> {
+        let project = self.projects.get(&id).ok_or_else(|| DirectoryError::UnknownProject(id.to_string()))?;
+        let name = project.full_path.rsplit('/').next().unwrap_or_default();
+        let new_path = normalize_path(&format!("{namespace_path}/{name}"))?;
+        if new_path == project.full_path {
+            return Ok(());
+        }
+        if self.project_by_path.contains_key(&new_path) || self.group_by_path.contains_key(&new_path) {
+            return Err(DirectoryError::PathTaken(new_path.into_string()));
+        }
+        let namespace = self.namespace_of(&new_path)?;
+        let old_path = project.full_path.clone();
+        self.project_by_path.remove(&old_path);
+        self.project_by_path.insert(new_path.clone(), id);
+        if let Some(project) = self.projects.get_mut(&id) {
+            project.full_path = new_path;
+            project.namespace = namespace;
+        }
+        Ok(())
+    }
+
+    /// Changes a project's visibility.
+    pub fn set_project_visibility(&mut self, id: ProjectId, visibility: Visibility) -> Result<(), DirectoryError> {
+        let project = self.projects.get_mut(&id).ok_or_else(|| DirectoryError::UnknownProject(id.to_string()))?;
+        project.visibility = visibility;
+        Ok(())
+    }
+
+    /// Removes a project; memberships on it stop counting.
+    pub fn remove_project(&mut self, id: ProjectId) -> Result<(), DirectoryError> {
+        let project = self.projects.remove(&id).ok_or_else(|| DirectoryError::UnknownProject(id.to_string()))?;
+        self.project_by_path.remove(&project.full_path);
+        Ok(())
+    }
+
+    /// The project with `id`.
+    pub fn project(&self, id: ProjectId) -> Option<&Project> {
+        self.projects.get(&id)
+    }
+
+    /// The project at `full_path` (case-insensitive).
+    pub fn project_by_path(&self, full_path: &str) -> Option<&Project> {
+        get_by_path(&self.project_by_path, full_path).and_then(|id| self.projects.get(&id))
+    }
+
+    /// Resolves a request's project locator.
+    pub fn resolve_project(&self, locator: Locator<'_>) -> Option<&Project> {
+        match locator {
+            Locator::Id(id) => self.project(ProjectId(id)),
+            Locator::Path(path) => self.project_by_path(path),
+        }
+    }
+
+    /// Every project.
+    pub fn projects(&self) -> impl Iterator<Item = &Project> {
+        self.projects.values()
+    }
+
+    /// The numbers of users, groups and projects.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.users.len(), self.groups.len(), self.projects.len())
+    }
+
+    // ---- memberships -------------------------------------------------------------
+
+    /// Gives `user` the role `role` on `target`, replacing any earlier role there.
+    pub fn set_membership(&mut self, user: UserId, target: MembershipTarget, role: Role) -> Result<(), DirectoryError> {
+        match target {
+            MembershipTarget::Group(id) if !self.groups.contains_key(&id) => {
+                return Err(DirectoryError::UnknownGroup(id.to_string()));
+            }
+            MembershipTarget::Project(id) if !self.projects.contains_key(&id) => {
+                return Err(DirectoryError::UnknownProject(id.to_string()));
+            }
+            _ => {}
+        }
+        let user = self.users.get_mut(&user).ok_or_else(|| DirectoryError::UnknownUser(user.to_string()))?;
+        let key = target.key();
+        match user.memberships.binary_search_by_key(&key, |(k, _)| *k) {
+            Ok(position) => user.memberships[position].1 = role,
+            Err(position) => user.memberships.insert(position, (key, role)),
+        }
+        Ok(())
+    }
+
+    /// Removes `user`'s membership on `target`; returns whether there was one.
+    pub fn remove_membership(&mut self, user: UserId, target: MembershipTarget) -> Result<bool, DirectoryError> {
+        let user = self.users.get_mut(&user).ok_or_else(|| DirectoryError::UnknownUser(user.to_string()))?;
+        let key = target.key();
+        match user.memberships.binary_search_by_key(&key, |(k, _)| *k) {
+            Ok(position) => {
+                user.memberships.remove(position);
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Frees spare capacity of the membership lists after a bulk load.
+    pub fn shrink_to_fit(&mut self) {
+        for user in self.users.values_mut() {
+            user.memberships.shrink_to_fit();
+        }
+    }
+
+    // ---- questions the decision asks ---------------------------------------------
+
+    /// `user`'s role in `project`: the highest of the direct role and the roles in every
+    /// ancestor group; `Owner` for the user's personal projects.
+    pub fn role_in_project(&self, user: &User, project: &Project) -> Option<Role> {
+        match project.namespace {
+            Namespace::User(owner) if owner == user.id => Some(Role::Owner),
+            Namespace::User(_) => user.direct_role(MembershipTarget::Project(project.id)),
+            Namespace::Group(group) => {
+                let direct = user.direct_role(MembershipTarget::Project(project.id));
+                direct.max(self.role_in_group(user, group))
+            }
+        }
+    }
+
+    /// `user`'s role in `group`: the highest over the group and its ancestors.
+    pub fn role_in_group(&self, user: &User, group: GroupId) -> Option<Role> {
+        if user.memberships.is_empty() {
+            return None;
+        }
+        self.ancestors(group).filter_map(|g| user.direct_role(MembershipTarget::Group(g.id))).max()
+    }
+
+    /// Whether `user` may see `project` at all (else it is answered as not found).
+    pub fn can_see_project(&self, user: &User, project: &Project) -> bool {
+        user.admin
+            || match project.visibility {
+                Visibility::Public => true,
+                Visibility::Internal => user.is_active(),
+                Visibility::Private => self.role_in_project(user, project).is_some(),
+            }
+    }
+
+    /// Whether `user` may see `group` at all: admins, public and internal groups, members
+    /// of the group or an ancestor, and members of anything inside it.
+    pub fn can_see_group(&self, user: &User, group: &Group) -> bool {
+        if user.admin || group.visibility == Visibility::Public {
+            return true;
+        }
+        if group.visibility == Visibility::Internal && user.is_active() {
+            return true;
+        }
+        if self.role_in_group(user, group.id).is_some() {
+            return true;
+        }
+        user.memberships().any(|(target, _)| match target {
+            MembershipTarget::Group(inner) => self.group_contains_group(group.id, inner),
+            MembershipTarget::Project(project) => {
+                self.project(project).is_some_and(|project| self.group_contains_project(group.id, project))
+            }
+        })
+    }
+}

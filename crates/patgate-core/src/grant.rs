@@ -1,0 +1,182 @@
+//! Fine-grained grants: where a token reaches, and what it may do there.
+
+use std::{fmt, str::FromStr};
+
+use crate::{
+    directory::{Directory, GroupId, MembershipTarget, Namespace, Project, ProjectId, User},
+    resource::{BoundaryKind, PermissionSet},
+};
+
+/// Where a grant applies.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Reach {
+    /// The projects of the owner's personal namespace.
+    PersonalProjects,
+    /// Every group and project the owner is a member of at request time (directly or
+    /// through an ancestor group), and their personal projects. For an admin, everything.
+    AllMemberships,
+    /// The listed projects and groups; a group covers its subgroups and their projects
+    /// through the live hierarchy.
+    Selected { projects: Box<[ProjectId]>, groups: Box<[GroupId]> },
+    /// The owner's own user-level resources.
+    User,
+    /// Instance-wide resources; only for administrators.
+    Instance,
+}
+
+/// The kind of a [`Reach`], without its list of targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReachKind {
+    PersonalProjects,
+    AllMemberships,
+    Selected,
+    User,
+    Instance,
+}
+
+impl ReachKind {
+    /// Every kind.
+    pub const ALL: [ReachKind; 5] = [
+        ReachKind::PersonalProjects,
+        ReachKind::AllMemberships,
+        ReachKind::Selected,
+        ReachKind::User,
+        ReachKind::Instance,
+    ];
+
+    /// The wire name: `all_memberships`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReachKind::PersonalProjects => "personal_projects",
+            ReachKind::AllMemberships => "all_memberships",
+            ReachKind::Selected => "selected",
+            ReachKind::User => "user",
+            ReachKind::Instance => "instance",
+        }
+    }
+}
+
+impl fmt::Display for ReachKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A reach name that is not one of the five.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown reach `{0}`: expected personal_projects, all_memberships, selected, user or instance")]
+pub struct UnknownReachError(pub String);
+
+impl FromStr for ReachKind {
+    type Err = UnknownReachError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        ReachKind::ALL.into_iter().find(|kind| kind.name() == text).ok_or_else(|| UnknownReachError(text.to_owned()))
+    }
+}
+
+impl Reach {
+    /// The kind of this reach.
+    pub fn kind(&self) -> ReachKind {
+        match self {
+            Reach::PersonalProjects => ReachKind::PersonalProjects,
+            Reach::AllMemberships => ReachKind::AllMemberships,
+            Reach::Selected { .. } => ReachKind::Selected,
+            Reach::User => ReachKind::User,
+            Reach::Instance => ReachKind::Instance,
+        }
+    }
+
+    /// Whether the reach covers `project` for `owner`, through the live hierarchy.
+    pub fn covers_project(&self, directory: &Directory, owner: &User, project: &Project) -> bool {
+        match self {
+            Reach::PersonalProjects => project.namespace == Namespace::User(owner.id),
+            Reach::AllMemberships => owner.admin || directory.role_in_project(owner, project).is_some(),
+            Reach::Selected { projects, groups } => {
+                projects.contains(&project.id)
+                    || (!groups.is_empty() && groups.iter().any(|g| directory.group_contains_project(*g, project)))
+            }
+            Reach::User | Reach::Instance => false,
+        }
+    }
+
+    /// Whether the reach covers `group` for `owner`, through the live hierarchy.
+    pub fn covers_group(&self, directory: &Directory, owner: &User, group: GroupId) -> bool {
+        match self {
+            Reach::AllMemberships => owner.admin || directory.role_in_group(owner, group).is_some(),
+            Reach::Selected { groups, .. } => groups.iter().any(|g| directory.group_contains_group(*g, group)),
+            Reach::PersonalProjects | Reach::User | Reach::Instance => false,
+        }
+    }
+
+    /// Whether the reach covers user-level resources of `target` (only the owner's own).
+    pub fn covers_user(&self, owner: &User, target: &User) -> bool {
+        matches!(self, Reach::User) && owner.id == target.id
+    }
+
+    /// Whether the reach covers instance-level resources.
+    pub fn covers_instance(&self) -> bool {
+        matches!(self, Reach::Instance)
+    }
+
+    /// The boundary kinds this reach can ever cover.
+    pub fn boundary_kinds(&self) -> &'static [BoundaryKind] {
+        match self {
+            Reach::PersonalProjects => &[BoundaryKind::Project],
+            Reach::AllMemberships | Reach::Selected { .. } => &[BoundaryKind::Project, BoundaryKind::Group],
+            Reach::User => &[BoundaryKind::User],
+            Reach::Instance => &[BoundaryKind::Instance],
+        }
+    }
+
+    /// Whether everything this reach covers is also covered by `other`, for `owner`, given
+    /// the directory now (used so that a token only mints narrower tokens).
+    pub fn is_within(&self, other: &Reach, directory: &Directory, owner: &User) -> bool {
+        match (self, other) {
+            (Reach::AllMemberships, Reach::AllMemberships)
+            | (Reach::PersonalProjects, Reach::PersonalProjects | Reach::AllMemberships)
+            | (Reach::User, Reach::User)
+            | (Reach::Instance, Reach::Instance) => true,
+            (Reach::Selected { projects, groups }, _) => {
+                projects.iter().all(|id| {
+                    directory.project(*id).is_some_and(|project| other.covers_project(directory, owner, project))
+                }) && groups.iter().all(|id| other.covers_group(directory, owner, *id))
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for Reach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reach::Selected { projects, groups } => f
+                .debug_struct("Selected")
+                .field("projects", &projects.iter().map(|p| p.0).collect::<Vec<_>>())
+                .field("groups", &groups.iter().map(|g| g.0).collect::<Vec<_>>())
+                .finish(),
+            other => f.write_str(other.kind().name()),
+        }
+    }
+}
+
+/// A reach and the permissions it carries.
+///
+/// INVARIANT (for grants on stored tokens): the permission set is not empty.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Grant {
+    pub reach: Reach,
+    pub permissions: PermissionSet,
+}
+
+impl Grant {
+    /// Whether the grant's reach covers a membership target for `owner`.
+    pub fn covers_target(&self, directory: &Directory, owner: &User, target: MembershipTarget) -> bool {
+        match target {
+            MembershipTarget::Group(group) => self.reach.covers_group(directory, owner, group),
+            MembershipTarget::Project(project) => {
+                directory.project(project).is_some_and(|project| self.reach.covers_project(directory, owner, project))
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The token string: prefix, randomness, checksum; and its keyed digest.
+//!
+//! `[instance prefix]` + kind prefix (`pgpat-` legacy, `pgfgt-` fine-grained) + 32 base62
+//! characters from the OS CSPRNG (190 bits) + 6 base62 characters encoding the CRC32 of
+//! everything before them. See `docs/tokens.md`.
+
+use std::fmt;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+/// Whether a token carries legacy scopes or fine-grained grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    Legacy,
+    FineGrained,
+}
+
+impl TokenKind {
+    /// The wire name: `legacy` or `fine_grained`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenKind::Legacy => "legacy",
+            TokenKind::FineGrained => "fine_grained",
+        }
+    }
+
+    /// The fixed prefix that tells the kind apart.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            TokenKind::Legacy => LEGACY_PREFIX,
+            TokenKind::FineGrained => FINE_GRAINED_PREFIX,
+        }
+    }
+}
+
+/// Prefix of legacy tokens.
+pub const LEGACY_PREFIX: &str = "pgpat-";
+/// Prefix of fine-grained tokens.
+pub const FINE_GRAINED_PREFIX: &str = "pgfgt-";
+/// Base62 characters of randomness (32 × log2(62) ≈ 190 bits).
+pub const RANDOM_CHARS: usize = 32;
+/// Base62 characters of the CRC32 checksum.
+pub const CHECKSUM_CHARS: usize = 6;
+/// Characters of randomness shown in a token's display prefix.
+pub const DISPLAY_RANDOM_CHARS: usize = 4;
+/// Longest instance prefix accepted.
+pub const MAX_INSTANCE_PREFIX: usize = 20;
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+fn base62_value(byte: u8) -> Option<u64> {
+    match byte {
+        b'0'..=b'9' => Some(u64::from(byte - b'0')),
+        b'A'..=b'Z' => Some(u64::from(byte - b'A') + 10),
+        b'a'..=b'z' => Some(u64::from(byte - b'a') + 36),
+        _ => None,
+    }
+}
+
+fn encode_checksum(checksum: u32) -> [u8; CHECKSUM_CHARS] {
+    let mut out = [b'0'; CHECKSUM_CHARS];
+    let mut value = u64::from(checksum);
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(value % 62) as usize];
+        value /= 62;
+    }
+    out
+}
+
+fn decode_checksum(text: &[u8]) -> Option<u64> {
+    text.iter().try_fold(0_u64, |value, byte| Some(value * 62 + base62_value(*byte)?))
+}
+
+/// Why a string is not a patgate token. Decided offline, before any lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum TokenParseError {
+    #[error("the token does not start with this instance's prefix")]
+    Prefix,
+    #[error("the token has the wrong length")]
+    Length,
+    #[error("the token contains a character outside base62")]
+    Character,
+    #[error("the token's checksum does not match")]
+    Checksum,
+}
+
+/// An invalid instance prefix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "instance prefix `{0}` must be at most {MAX_INSTANCE_PREFIX} lowercase letters or digits followed by `-`, or empty"
+)]
+pub struct InstancePrefixError(pub String);
+
+/// How this instance writes tokens: an optional instance prefix before the kind prefix.
+///
+/// INVARIANT: the instance prefix is empty or `[a-z0-9]{1,20}-`, so it never contains a
+/// base62 character run that could be mistaken for the token body.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TokenFormat {
+    instance_prefix: String,
+}
+
+/// A token string that passed [`TokenFormat::parse`]: right prefix, length and checksum.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ParsedToken<'a> {
+    kind: TokenKind,
+    text: &'a str,
+}
+
+impl ParsedToken<'_> {
+    /// The kind its prefix names.
+    pub fn kind(&self) -> TokenKind {
+        self.kind
+    }
+
+    /// The whole token, to digest. Never log it.
+    pub fn expose_secret(&self) -> &str {
+        self.text
+    }
+}
+
+impl fmt::Debug for ParsedToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ParsedToken({:?}, [redacted])", self.kind)
+    }
+}
+
+impl TokenFormat {
+    /// A format with `instance_prefix` (`""` for none, or e.g. `"acme-"`).
+    pub fn new(instance_prefix: &str) -> Result<TokenFormat, InstancePrefixError> {
+        let valid = instance_prefix.is_empty()
+            || (instance_prefix.len() >= 2
+                && instance_prefix.len() <= MAX_INSTANCE_PREFIX + 1
+                && instance_prefix.ends_with('-')
+                && instance_prefix[..instance_prefix.len() - 1]
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        if valid {
+            Ok(TokenFormat { instance_prefix: instance_prefix.to_owned() })
+        } else {
+            Err(InstancePrefixError(instance_prefix.to_owned()))
+        }
+    }
+
+    /// The instance prefix, possibly empty.
+    pub fn instance_prefix(&self) -> &str {
+        &self.instance_prefix
+    }
+
+    /// Draws a new token of `kind` from the OS CSPRNG.
+    pub fn generate(&self, kind: TokenKind) -> Result<PlainToken, getrandom::Error> {
+        let mut random = [0_u8; RANDOM_CHARS];
+        let mut filled = 0;
+        let mut bytes = [0_u8; 64];
+        while filled < RANDOM_CHARS {
+            getrandom::fill(&mut bytes)?;
+            // Rejection sampling keeps every character uniform over base62.
+            for byte in bytes {
+                if byte < 248 && filled < RANDOM_CHARS {
+                    random[filled] = BASE62[usize::from(byte % 62)];
+                    filled += 1;
+                }
+            }
+        }
+        Ok(self.assemble(kind, &random))
+    }
+
+    /// Builds the token for given random characters (all base62). Public for tests and
+    /// deterministic benchmarks; real tokens come from [`TokenFormat::generate`].
+    pub fn assemble(&self, kind: TokenKind, random: &[u8; RANDOM_CHARS]) -> PlainToken {
+        let mut text =
+            String::with_capacity(self.instance_prefix.len() + kind.prefix().len() + RANDOM_CHARS + CHECKSUM_CHARS);
+        text.push_str(&self.instance_prefix);
+        text.push_str(kind.prefix());
+        text.extend(random.iter().map(|b| char::from(*b)));
+        let checksum = crc32fast::hash(text.as_bytes());
+        text.extend(encode_checksum(checksum).iter().map(|b| char::from(*b)));
+        PlainToken(text)
+    }
+
+    /// Checks prefix, length, alphabet and checksum, without any lookup.
+    pub fn parse<'a>(&self, text: &'a str) -> Result<ParsedToken<'a>, TokenParseError> {
+        let rest = text.strip_prefix(self.instance_prefix.as_str()).ok_or(TokenParseError::Prefix)?;
+        let (kind, body) = if let Some(body) = rest.strip_prefix(LEGACY_PREFIX) {
+            (TokenKind::Legacy, body)
+        } else if let Some(body) = rest.strip_prefix(FINE_GRAINED_PREFIX) {
+            (TokenKind::FineGrained, body)
+        } else {
+            return Err(TokenParseError::Prefix);
+        };
+        let body = body.as_bytes();
+        if body.len() != RANDOM_CHARS + CHECKSUM_CHARS {
+            return Err(TokenParseError::Length);
+        }
+        if !body.iter().all(u8::is_ascii_alphanumeric) {
+            return Err(TokenParseError::Character);
+        }
+        let split = text.len() - CHECKSUM_CHARS;
+        let expected = decode_checksum(&text.as_bytes()[split..]).ok_or(TokenParseError::Character)?;
+        if expected != u64::from(crc32fast::hash(&text.as_bytes()[..split])) {
+            return Err(TokenParseError::Checksum);
+        }
+        Ok(ParsedToken { kind, text })
+    }
+}
+
+/// A token in the clear. It exists only between generation and the one response that
+/// shows it to its owner.
+///
+/// INVARIANT: `Debug` never shows the secret and there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PlainToken(String);
+
+impl PlainToken {
+    /// The secret, to show once. Never log it.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    /// The prefixes and the first few random characters: identifies a token in lists
+    /// without revealing enough of it to matter (the rest still carries 166 bits).
+    pub fn display_prefix(&self) -> String {
+        let end = self.0.len() - RANDOM_CHARS - CHECKSUM_CHARS + DISPLAY_RANDOM_CHARS;
+        self.0.get(..end).unwrap_or_default().to_owned()
+    }
+}
+
+impl fmt::Debug for PlainToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PlainToken({}…[redacted])", self.display_prefix())
+    }
+}
+
+/// HMAC-SHA-256 of a token under the instance secret: what is stored and looked up.
+///
+/// INVARIANT: `Debug` shows nothing of the bytes; `Hash` feeds the first 8 bytes to the
+/// hasher, which is sound because the digest is keyed and uniform.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    /// The digest's bytes, for storage.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A digest read back from storage.
+    pub fn from_bytes(bytes: [u8; 32]) -> TokenDigest {
+        TokenDigest(bytes)
+    }
+}
+
+impl std::hash::Hash for TokenDigest {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut word = [0_u8; 8];
+        word.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(word));
+    }
+}
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenDigest([redacted])")
+    }
+}
+
+/// The instance secret that keys token digests.
+///
+/// INVARIANT: `Debug` never shows the key.
+#[derive(Clone)]
+pub struct DigestKey {
+    mac: Hmac<Sha256>,
+}
+
+/// A digest key shorter than 32 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the token digest key must be at least 32 bytes")]
+pub struct DigestKeyError;
+
+impl DigestKey {
+    /// A key from at least 32 secret bytes.
+    pub fn new(secret: &[u8]) -> Result<DigestKey, DigestKeyError> {
+        if secret.len() < 32 {
+            return Err(DigestKeyError);
+        }
+        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).map_err(|_| DigestKeyError)?;
+        Ok(DigestKey { mac })
+    }
+
+    /// The digest of a token that passed parsing.
+    pub fn digest(&self, token: &ParsedToken<'_>) -> TokenDigest {
+        self.digest_str(token.text)
+    }
+
+    /// The digest of a freshly generated token.
+    pub fn digest_plain(&self, token: &PlainToken) -> TokenDigest {
+        self.digest_str(&token.0)
+    }
+
+    fn digest_str(&self, text: &str) -> TokenDigest {
+        let mut mac = self.mac.clone();
+        mac.update(text.as_bytes());
+        TokenDigest(mac.finalize().into_bytes().into())
+    }
+}
+
+impl fmt::Debug for DigestKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DigestKey([redacted])")
+    }
+}

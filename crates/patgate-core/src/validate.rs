@@ -1,0 +1,347 @@
+//! Checking a new token before it exists: names, reach, visibility, lifetime, and that a
+//! token only mints tokens narrower than itself.
+
+use std::str::FromStr;
+
+use crate::{
+    directory::{Directory, GroupId, Locator, ProjectId, User},
+    grant::{Grant, Reach, ReachKind},
+    net::IpNet,
+    resource::{Action, ActionSet, BoundaryKind, PermissionSet, Resources},
+    scope::{LegacyScope, ScopeSet},
+    time::{DAY, Timestamp},
+    token::{Authority, TokenRecord},
+};
+
+/// The instance's lifetime policy for new tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LifetimePolicy {
+    /// Longest lifetime a new token may have, in days.
+    pub max_lifetime_days: u32,
+    /// Whether a token must have an expiry date.
+    pub expiry_required: bool,
+}
+
+/// The largest `max_lifetime_days` an administrator may set.
+pub const LARGEST_MAX_LIFETIME_DAYS: u32 = 400;
+
+impl Default for LifetimePolicy {
+    fn default() -> LifetimePolicy {
+        LifetimePolicy { max_lifetime_days: 365, expiry_required: true }
+    }
+}
+
+/// A grant as a client wrote it, names unresolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GrantSpec {
+    pub reach: String,
+    /// Full paths (`acme/api`) or numeric ids, for reach `selected`.
+    pub projects: Vec<String>,
+    /// Full paths (`acme/platform`) or numeric ids, for reach `selected`.
+    pub groups: Vec<String>,
+    /// Resource name → action names.
+    pub permissions: Vec<(String, Vec<String>)>,
+}
+
+/// What a client asks a new token to carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthoritySpec {
+    Legacy { scopes: Vec<String> },
+    FineGrained { grants: Vec<GrantSpec> },
+}
+
+/// A new token's request, as a client wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTokenSpec {
+    pub authority: AuthoritySpec,
+    pub expires_at: Option<Timestamp>,
+    /// CIDR ranges or addresses; empty for anywhere.
+    pub allowed_ips: Vec<String>,
+}
+
+/// A new token that passed every check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidToken {
+    pub authority: Authority,
+    pub expires_at: Option<Timestamp>,
+    pub allowed_ips: Box<[IpNet]>,
+}
+
+/// Why a new token was refused. Field positions (`grants[1]`) point at the bad input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("the owner is not an active user")]
+    OwnerInactive,
+    #[error("`scopes` must name at least one scope")]
+    NoScopes,
+    #[error("`scopes`: unknown scope `{0}`")]
+    UnknownScope(String),
+    #[error("`scopes`: `{0}` is only for administrators")]
+    AdminScope(LegacyScope),
+    #[error("`grants` must hold at least one grant")]
+    NoGrants,
+    #[error(
+        "`grants[{grant}].reach`: unknown reach `{reach}`: expected personal_projects, all_memberships, selected, user or instance"
+    )]
+    UnknownReach { grant: usize, reach: String },
+    #[error("`grants[{grant}].reach`: `instance` is only for administrators")]
+    InstanceNotAdmin { grant: usize },
+    #[error("`grants[{grant}]`: reach `selected` needs at least one project or group")]
+    EmptySelection { grant: usize },
+    #[error("`grants[{grant}]`: projects and groups are only for reach `selected`, not `{reach}`")]
+    SelectionNotAllowed { grant: usize, reach: ReachKind },
+    #[error("`grants[{grant}].{field}`: `{path}` does not exist or is not visible to the owner")]
+    NotVisible { grant: usize, field: &'static str, path: String },
+    #[error("`grants[{grant}].permissions` must name at least one resource and action")]
+    NoPermissions { grant: usize },
+    #[error("`grants[{grant}].permissions`: unknown resource `{resource}`")]
+    UnknownResource { grant: usize, resource: String },
+    #[error(
+        "`grants[{grant}].permissions.{resource}`: unknown action `{action}`: expected create, read, update or delete"
+    )]
+    UnknownAction { grant: usize, resource: String, action: String },
+    #[error("`grants[{grant}].permissions.{resource}` must name at least one action")]
+    NoActions { grant: usize, resource: String },
+    #[error("`grants[{grant}].permissions.{resource}`: `{action}` does not exist for this resource")]
+    ActionNotOffered { grant: usize, resource: String, action: Action },
+    #[error("`grants[{grant}].permissions.{resource}`: this resource cannot be reached with reach `{reach}`")]
+    ResourceOutsideReach { grant: usize, resource: String, reach: ReachKind },
+    #[error("`expires_at` is required")]
+    ExpiryRequired,
+    #[error("`expires_at` must be after today")]
+    ExpiryInPast,
+    #[error("`expires_at` is beyond the maximum lifetime of {max_days} days")]
+    ExpiryBeyondPolicy { max_days: u32 },
+    #[error("`allowed_ips`: `{0}` is not an IP address or CIDR range")]
+    BadIp(String),
+    #[error("a fine-grained token can only create tokens with equal or narrower permissions")]
+    Escalation,
+}
+
+fn locate(text: &str) -> Locator<'_> {
+    match text.parse::<u64>() {
+        Ok(id) if !text.starts_with('0') || text == "0" => Locator::Id(id),
+        _ => Locator::Path(text),
+    }
+}
+
+/// Checks a new token for `owner` at `now` and resolves its names.
+///
+/// `creator` is the token making the request, if any: a fine-grained creator may only make
+/// tokens within its own grants, a legacy one needs `api`.
+pub fn validate_new_token(
+    resources: &Resources,
+    directory: &Directory,
+    owner: &User,
+    spec: &NewTokenSpec,
+    policy: LifetimePolicy,
+    creator: Option<&TokenRecord>,
+    now: Timestamp,
+) -> Result<ValidToken, ValidationError> {
+    if !owner.is_active() {
+        return Err(ValidationError::OwnerInactive);
+    }
+    let authority = match &spec.authority {
+        AuthoritySpec::Legacy { scopes } => Authority::Legacy(validate_scopes(owner, scopes)?),
+        AuthoritySpec::FineGrained { grants } => {
+            if grants.is_empty() {
+                return Err(ValidationError::NoGrants);
+            }
+            let grants = grants
+                .iter()
+                .enumerate()
+                .map(|(index, grant)| validate_grant(resources, directory, owner, index, grant))
+                .collect::<Result<Vec<_>, _>>()?;
+            Authority::FineGrained(grants.into_boxed_slice())
+        }
+    };
+    validate_expiry(spec.expires_at, policy, now)?;
+    let allowed_ips = spec
+        .allowed_ips
+        .iter()
+        .map(|text| IpNet::from_str(text.trim()).map_err(|_| ValidationError::BadIp(text.clone())))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_boxed_slice();
+    if let Some(creator) = creator
+        && !authority_within(&authority, &creator.authority, directory, owner)
+    {
+        return Err(ValidationError::Escalation);
+    }
+    Ok(ValidToken { authority, expires_at: spec.expires_at, allowed_ips })
+}
+
+/// Checks an expiry against the lifetime policy.
+pub fn validate_expiry(
+    expires_at: Option<Timestamp>,
+    policy: LifetimePolicy,
+    now: Timestamp,
+) -> Result<(), ValidationError> {
+    match expires_at {
+        None if policy.expiry_required => Err(ValidationError::ExpiryRequired),
+        None => Ok(()),
+        Some(expires_at) if expires_at <= now => Err(ValidationError::ExpiryInPast),
+        Some(expires_at) => {
+            // The cap counts whole days from the start of today (UTC), as dates are given.
+            let today = Timestamp(now.0 - now.0.rem_euclid(DAY));
+            if expires_at > today.plus_days(i64::from(policy.max_lifetime_days)) {
+                Err(ValidationError::ExpiryBeyondPolicy { max_days: policy.max_lifetime_days })
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+fn validate_scopes(owner: &User, names: &[String]) -> Result<ScopeSet, ValidationError> {
+    if names.is_empty() {
+        return Err(ValidationError::NoScopes);
+    }
+    let mut scopes = ScopeSet::EMPTY;
+    for name in names {
+        let scope = LegacyScope::from_str(name).map_err(|_| ValidationError::UnknownScope(name.clone()))?;
+        if scope.admin_only() && !owner.admin {
+            return Err(ValidationError::AdminScope(scope));
+        }
+        scopes = scopes.with(scope);
+    }
+    Ok(scopes)
+}
+
+fn validate_grant(
+    resources: &Resources,
+    directory: &Directory,
+    owner: &User,
+    index: usize,
+    spec: &GrantSpec,
+) -> Result<Grant, ValidationError> {
+    let kind = ReachKind::from_str(&spec.reach)
+        .map_err(|_| ValidationError::UnknownReach { grant: index, reach: spec.reach.clone() })?;
+    let has_selection = !spec.projects.is_empty() || !spec.groups.is_empty();
+    let reach = match kind {
+        ReachKind::Selected => {
+            if !has_selection {
+                return Err(ValidationError::EmptySelection { grant: index });
+            }
+            let mut projects: Vec<ProjectId> = Vec::with_capacity(spec.projects.len());
+            for text in &spec.projects {
+                let project = directory
+                    .resolve_project(locate(text))
+                    .filter(|project| directory.can_see_project(owner, project))
+                    .ok_or_else(|| ValidationError::NotVisible {
+                        grant: index,
+                        field: "projects",
+                        path: text.clone(),
+                    })?;
+                projects.push(project.id);
+            }
+            let mut groups: Vec<GroupId> = Vec::with_capacity(spec.groups.len());
+            for text in &spec.groups {
+                let group = directory
+                    .resolve_group(locate(text))
+                    .filter(|group| directory.can_see_group(owner, group))
+                    .ok_or_else(|| ValidationError::NotVisible { grant: index, field: "groups", path: text.clone() })?;
+                groups.push(group.id);
+            }
+            projects.sort_unstable();
+            projects.dedup();
+            groups.sort_unstable();
+            groups.dedup();
+            Reach::Selected { projects: projects.into_boxed_slice(), groups: groups.into_boxed_slice() }
+        }
+        _ if has_selection => return Err(ValidationError::SelectionNotAllowed { grant: index, reach: kind }),
+        ReachKind::PersonalProjects => Reach::PersonalProjects,
+        ReachKind::AllMemberships => Reach::AllMemberships,
+        ReachKind::User => Reach::User,
+        ReachKind::Instance if owner.admin => Reach::Instance,
+        ReachKind::Instance => return Err(ValidationError::InstanceNotAdmin { grant: index }),
+    };
+    if spec.permissions.is_empty() {
+        return Err(ValidationError::NoPermissions { grant: index });
+    }
+    let mut entries = Vec::with_capacity(spec.permissions.len());
+    for (resource_name, action_names) in &spec.permissions {
+        let resource = resources
+            .id(resource_name)
+            .map_err(|_| ValidationError::UnknownResource { grant: index, resource: resource_name.clone() })?;
+        let def = resources.def(resource);
+        if !reach.boundary_kinds().iter().any(|kind| def.row(*kind).is_some()) {
+            return Err(ValidationError::ResourceOutsideReach {
+                grant: index,
+                resource: resource_name.clone(),
+                reach: kind,
+            });
+        }
+        if action_names.is_empty() {
+            return Err(ValidationError::NoActions { grant: index, resource: resource_name.clone() });
+        }
+        let offered = reach
+            .boundary_kinds()
+            .iter()
+            .filter_map(|kind| def.row(*kind))
+            .flat_map(|row| Action::ALL.into_iter().filter(|action| row.requirement(*action).is_some()))
+            .collect::<ActionSet>();
+        let mut actions = ActionSet::EMPTY;
+        for action_name in action_names {
+            let action = Action::from_str(action_name).map_err(|_| ValidationError::UnknownAction {
+                grant: index,
+                resource: resource_name.clone(),
+                action: action_name.clone(),
+            })?;
+            if !offered.contains(action) {
+                return Err(ValidationError::ActionNotOffered {
+                    grant: index,
+                    resource: resource_name.clone(),
+                    action,
+                });
+            }
+            actions = actions.with(action);
+        }
+        entries.push((resource, actions));
+    }
+    Ok(Grant { reach, permissions: PermissionSet::new(entries) })
+}
+
+/// Splits a reach into units that must each fit inside one grant of the creator.
+fn reach_units(reach: &Reach) -> Vec<Reach> {
+    match reach {
+        Reach::Selected { projects, groups } => projects
+            .iter()
+            .map(|p| Reach::Selected { projects: Box::new([*p]), groups: Box::new([]) })
+            .chain(groups.iter().map(|g| Reach::Selected { projects: Box::new([]), groups: Box::new([*g]) }))
+            .collect(),
+        other => vec![other.clone()],
+    }
+}
+
+/// Whether `new` grants nothing that `creator` does not, for `owner` in the directory as
+/// it is now: every permission on every unit of every new grant is held by one creator
+/// grant whose reach contains that unit (a selected group contains its descendants).
+pub fn authority_within(new: &Authority, creator: &Authority, directory: &Directory, owner: &User) -> bool {
+    match (new, creator) {
+        (_, Authority::Legacy(scopes)) => {
+            scopes.contains(LegacyScope::Api) || (owner.admin && scopes.contains(LegacyScope::Sudo))
+        }
+        (Authority::Legacy(_), Authority::FineGrained(_)) => false,
+        (Authority::FineGrained(new_grants), Authority::FineGrained(creator_grants)) => {
+            new_grants.iter().all(|grant| {
+                reach_units(&grant.reach).iter().all(|unit| {
+                    grant.permissions.permissions().all(|permission| {
+                        creator_grants.iter().any(|held| {
+                            held.permissions.allows(permission) && unit.is_within(&held.reach, directory, owner)
+                        })
+                    })
+                })
+            })
+        }
+    }
+}
+
+/// The boundary kinds where `resource` may be granted under a reach of `kind`.
+pub fn reachable_boundaries(kind: ReachKind) -> &'static [BoundaryKind] {
+    match kind {
+        ReachKind::PersonalProjects => &[BoundaryKind::Project],
+        ReachKind::AllMemberships | ReachKind::Selected => &[BoundaryKind::Project, BoundaryKind::Group],
+        ReachKind::User => &[BoundaryKind::User],
+        ReachKind::Instance => &[BoundaryKind::Instance],
+    }
+}
