@@ -370,16 +370,17 @@ fn judge(
                     missing = Some(permission);
                 }
             }
-            if !reached {
-                // Outside every grant's reach: judged as an anonymous request would be.
-                return if anonymous_may(resources, &boundary, permissions) {
-                    Ok(Basis::Anonymous)
-                } else {
-                    Err(DenyReason::OutsideReach)
-                };
-            }
-            if let Some(permission) = missing {
-                return Err(DenyReason::InsufficientScope(permission));
+            if !reached || missing.is_some() {
+                // Outside every grant's reach, or reached without the permission: judged as
+                // an anonymous request would be, so a token never has less power than no
+                // token, and narrowing a token never widens what it may do.
+                if anonymous_may(resources, &boundary, permissions) {
+                    return Ok(Basis::Anonymous);
+                }
+                return Err(match missing {
+                    Some(permission) if reached => DenyReason::InsufficientScope(permission),
+                    _ => DenyReason::OutsideReach,
+                });
             }
             Basis::FineGrained
         }
