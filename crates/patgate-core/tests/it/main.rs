@@ -1,5 +1,7 @@
 //! patgate-core's integration tests: one binary, a module per area.
 
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking on an unexpected error")]
+
 mod format;
 mod properties;
 mod table;
