@@ -5,6 +5,7 @@
 //! bytes for new tokens: time is a parameter, storage feeds [`index::Index`], and
 //! [`decision::decide`] is a pure, default-deny function.
 
+pub mod catalog;
 pub mod decision;
 pub mod directory;
 pub mod engine;
