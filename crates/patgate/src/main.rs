@@ -1,0 +1,87 @@
+//! The `patgate` command.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use patgate_core::{
+    Resources,
+    catalog::{Catalog, render_coverage, render_permissions_markdown},
+};
+
+/// patgate: fine-grained personal access tokens.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The endpoint catalog: generated reference and coverage.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CatalogCommand {
+    /// Print the permission reference (docs/permissions.md) generated from the catalog.
+    Docs {
+        /// Compare with this file instead of printing; exit 1 when it differs.
+        #[arg(long, value_name = "FILE")]
+        check: Option<PathBuf>,
+    },
+    /// Print totals per resource and boundary, and permissions no endpoint uses.
+    Coverage,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("patgate: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Catalog { command } => {
+            let resources = Resources::builtin().context("loading the resource table")?;
+            let catalog = Catalog::builtin(&resources).context("loading the endpoint catalog")?;
+            match command {
+                CatalogCommand::Docs { check: None } => {
+                    print(&render_permissions_markdown(&catalog, &resources));
+                    Ok(ExitCode::SUCCESS)
+                }
+                CatalogCommand::Docs { check: Some(path) } => {
+                    let committed =
+                        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    if committed == render_permissions_markdown(&catalog, &resources) {
+                        Ok(ExitCode::SUCCESS)
+                    } else {
+                        eprintln!(
+                            "patgate: {} differs from the catalog; regenerate it with `patgate catalog docs > {}`",
+                            path.display(),
+                            path.display()
+                        );
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
+                CatalogCommand::Coverage => {
+                    print(&render_coverage(&catalog, &resources));
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+    }
+}
+
+#[expect(clippy::print_stdout, reason = "the CLI's output is its result")]
+fn print(text: &str) {
+    print!("{text}");
+}
