@@ -1,0 +1,845 @@
+//! The SQL adapter: one implementation over sqlx's `Any` driver, with migrations and the
+//! few dialect differences per backend.
+
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use patgate_core::{
+    GroupId, MembershipTarget, ProjectId, Resources, Role, Timestamp, TokenDigest, TokenId, TokenRecord, UserId,
+    UserState, Visibility,
+};
+use sqlx::{
+    Any, AnyPool, Row, Transaction,
+    any::{AnyPoolOptions, AnyRow},
+    migrate::Migrator,
+};
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::{
+    Audit, AuditEvent, AuditFilter, Change, DirectoryBatch, ImportCounts, MembershipRow, NewToken, PathRow, Settings,
+    Snapshot, Store, StoreError, TokenRow, UserRow, convert,
+};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The channel PostgreSQL replicas LISTEN on; the payload is the change sequence number.
+pub const NOTIFY_CHANNEL: &str = "patgate_changes";
+
+/// Which database a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names.
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// The name: `sqlite` or `postgres`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The store over SQLite or PostgreSQL.
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+    resources: Arc<Resources>,
+    // Serialises this process's writes; PostgreSQL also takes an advisory lock per write
+    // transaction so that change numbers are assigned in commit order across replicas.
+    write_lock: Mutex<()>,
+}
+
+impl fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+fn database(error: sqlx::Error) -> StoreError {
+    if let Some(db) = error.as_database_error()
+        && db.is_unique_violation()
+    {
+        return StoreError::Conflict(db.message().to_owned());
+    }
+    StoreError::Database(error.to_string())
+}
+
+fn i64_of(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("id {value} out of range")))
+}
+
+fn u64_of(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("id {value} out of range")))
+}
+
+fn get<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(row: &'r AnyRow, column: &str) -> Result<T, StoreError> {
+    row.try_get(column).map_err(|error| StoreError::Corrupt(format!("column {column}: {error}")))
+}
+
+const KNOWN_SCHEMA: i64 = 1;
+// "patgate" in ASCII.
+const ADVISORY_LOCK_KEY: i64 = 0x0070_6174_6761_7465;
+
+struct Write<'s> {
+    _guard: MutexGuard<'s, ()>,
+    tx: Transaction<'static, Any>,
+}
+
+impl SqlStore {
+    /// Connects, creating an SQLite file on first start, checks that the schema is not
+    /// newer than this binary knows, and runs pending migrations.
+    pub async fn connect(url: &str, resources: Arc<Resources>) -> Result<SqlStore, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url).ok_or_else(|| {
+            StoreError::Database("the database URL must start with sqlite: or postgres://".to_owned())
+        })?;
+        let url = match backend {
+            Backend::Sqlite if !url.contains('?') && !url.contains(":memory:") => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let connections = match backend {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 8,
+        };
+        let pool = AnyPoolOptions::new().max_connections(connections).connect(&url).await.map_err(database)?;
+        if backend == Backend::Sqlite && !url.contains(":memory:") {
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await.map_err(database)?;
+        }
+        let store = SqlStore { pool, backend, resources, write_lock: Mutex::new(()) };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // A missing table means a new database; any other answer is compared with what we know.
+        if let Ok(row) = sqlx::query("SELECT MAX(version) AS version FROM _sqlx_migrations").fetch_one(&self.pool).await
+        {
+            let found: Option<i64> = row.try_get("version").ok();
+            if let Some(found) = found
+                && found > KNOWN_SCHEMA
+            {
+                return Err(StoreError::SchemaTooNew { found, known: KNOWN_SCHEMA });
+            }
+        }
+        self.backend.migrator().run(&self.pool).await.map_err(|error| StoreError::Database(error.to_string()))
+    }
+
+    /// The connection pool, for the PostgreSQL listener and health checks.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Checks the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(database).map(|_| ())
+    }
+
+    async fn begin(&self) -> Result<Write<'_>, StoreError> {
+        let guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await.map_err(database)?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ADVISORY_LOCK_KEY)
+                .execute(&mut *tx)
+                .await
+                .map_err(database)?;
+        }
+        Ok(Write { _guard: guard, tx })
+    }
+
+    /// Appends the changes and the audit event, notifies replicas, commits; returns the
+    /// last change's sequence number.
+    async fn finish(&self, mut write: Write<'_>, changes: &[Change], audit: &Audit) -> Result<i64, StoreError> {
+        let mut sequence = 0;
+        for change in changes {
+            let text = serde_json::to_string(change).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+            let row = sqlx::query("INSERT INTO changes (at, change) VALUES ($1, $2) RETURNING seq")
+                .bind(audit.at.0)
+                .bind(text)
+                .fetch_one(&mut *write.tx)
+                .await
+                .map_err(database)?;
+            sequence = get(&row, "seq")?;
+        }
+        sqlx::query(
+            "INSERT INTO audit_events (at, event, actor_user_id, actor_token_id, user_id, token_id, details) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(audit.at.0)
+        .bind(audit.event)
+        .bind(audit.actor.user.map(|u| i64_of(u.0)).transpose()?)
+        .bind(audit.actor.token.map(|t| i64_of(t.0)).transpose()?)
+        .bind(audit.user.map(|u| i64_of(u.0)).transpose()?)
+        .bind(audit.token.map(|t| i64_of(t.0)).transpose()?)
+        .bind(audit.details.to_string())
+        .execute(&mut *write.tx)
+        .await
+        .map_err(database)?;
+        if self.backend == Backend::Postgres && sequence > 0 {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(sequence.to_string())
+                .execute(&mut *write.tx)
+                .await
+                .map_err(database)?;
+        }
+        write.tx.commit().await.map_err(database)?;
+        Ok(sequence)
+    }
+
+    fn user_row(row: &AnyRow) -> Result<UserRow, StoreError> {
+        Ok(UserRow {
+            id: UserId(u64_of(get(row, "id")?)?),
+            username: get(row, "username")?,
+            name: get(row, "name")?,
+            state: convert::parse_state(&get::<String>(row, "state")?)?,
+            admin: get::<i64>(row, "admin")? == 1,
+            created_at: Timestamp(get(row, "created_at")?),
+        })
+    }
+
+    fn path_row<Id>(row: &AnyRow, id: fn(u64) -> Id) -> Result<PathRow<Id>, StoreError> {
+        Ok(PathRow {
+            id: id(u64_of(get(row, "id")?)?),
+            full_path: get(row, "full_path")?,
+            visibility: convert::parse_visibility(&get::<String>(row, "visibility")?)?,
+        })
+    }
+
+    fn membership_row(row: &AnyRow) -> Result<MembershipRow, StoreError> {
+        let target_id = u64_of(get(row, "target_id")?)?;
+        let target = match get::<String>(row, "target_kind")?.as_str() {
+            "group" => MembershipTarget::Group(GroupId(target_id)),
+            _ => MembershipTarget::Project(ProjectId(target_id)),
+        };
+        Ok(MembershipRow {
+            user: UserId(u64_of(get(row, "user_id")?)?),
+            target,
+            role: convert::parse_role(get(row, "role")?)?,
+        })
+    }
+
+    async fn grants_of(
+        &self,
+        executor: impl sqlx::Executor<'_, Database = Any>,
+        token: Option<i64>,
+    ) -> Result<HashMap<i64, Vec<patgate_core::Grant>>, StoreError> {
+        let rows = match token {
+            Some(id) => {
+                sqlx::query("SELECT * FROM token_grants WHERE token_id = $1 ORDER BY token_id, position")
+                    .bind(id)
+                    .fetch_all(executor)
+                    .await
+            }
+            None => sqlx::query("SELECT * FROM token_grants ORDER BY token_id, position").fetch_all(executor).await,
+        }
+        .map_err(database)?;
+        let mut grants: HashMap<i64, Vec<patgate_core::Grant>> = HashMap::new();
+        for row in &rows {
+            let grant = convert::parse_grant(
+                &self.resources,
+                &get::<String>(row, "reach")?,
+                &get::<String>(row, "project_ids")?,
+                &get::<String>(row, "group_ids")?,
+                &get::<String>(row, "permissions")?,
+            )?;
+            grants.entry(get(row, "token_id")?).or_default().push(grant);
+        }
+        Ok(grants)
+    }
+
+    fn token_row(
+        row: &AnyRow,
+        grants: &mut HashMap<i64, Vec<patgate_core::Grant>>,
+    ) -> Result<(TokenDigest, TokenRow), StoreError> {
+        let id: i64 = get(row, "id")?;
+        let kind = convert::parse_kind(&get::<String>(row, "kind")?)?;
+        let digest: Vec<u8> = get(row, "digest")?;
+        let digest: [u8; 32] =
+            digest.try_into().map_err(|_| StoreError::Corrupt(format!("token {id}: digest length")))?;
+        let authority =
+            convert::authority(kind, &get::<String>(row, "scopes")?, grants.remove(&id).unwrap_or_default())?;
+        let family: Option<i64> = get(row, "family_id")?;
+        let previous: Option<i64> = get(row, "previous_id")?;
+        let revoked_at: Option<i64> = get(row, "revoked_at")?;
+        let expires_at: Option<i64> = get(row, "expires_at")?;
+        let last_used_at: Option<i64> = get(row, "last_used_at")?;
+        Ok((
+            TokenDigest::from_bytes(digest),
+            TokenRow {
+                id: TokenId(u64_of(id)?),
+                owner: UserId(u64_of(get(row, "owner_id")?)?),
+                name: get(row, "name")?,
+                description: get(row, "description")?,
+                kind,
+                display_prefix: get(row, "display_prefix")?,
+                authority,
+                allowed_ips: convert::parse_ips(&get::<String>(row, "allowed_ips")?)?,
+                created_at: Timestamp(get(row, "created_at")?),
+                expires_at: expires_at.map(Timestamp),
+                revoked_at: revoked_at.map(Timestamp),
+                revoke_reason: get(row, "revoke_reason")?,
+                family: TokenId(u64_of(family.unwrap_or(id))?),
+                previous: previous.map(u64_of).transpose()?.map(TokenId),
+                last_used_at: last_used_at.map(Timestamp),
+            },
+        ))
+    }
+
+    async fn insert_token(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        token: &NewToken,
+        family: Option<TokenId>,
+        previous: Option<TokenId>,
+    ) -> Result<TokenId, StoreError> {
+        let (scopes, grants) = match &token.authority {
+            patgate_core::Authority::Legacy(scopes) => (convert::scopes_text(*scopes), &[][..]),
+            patgate_core::Authority::FineGrained(grants) => (String::new(), &grants[..]),
+        };
+        let row = sqlx::query(
+            "INSERT INTO tokens (owner_id, name, description, kind, digest, display_prefix, scopes, allowed_ips, \
+             created_at, expires_at, family_id, previous_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+        )
+        .bind(i64_of(token.owner.0)?)
+        .bind(&token.name)
+        .bind(&token.description)
+        .bind(token.authority.kind().name())
+        .bind(token.digest.as_bytes().to_vec())
+        .bind(&token.display_prefix)
+        .bind(scopes)
+        .bind(convert::ips_text(&token.allowed_ips))
+        .bind(token.created_at.0)
+        .bind(token.expires_at.map(|t| t.0))
+        .bind(family.map(|f| i64_of(f.0)).transpose()?)
+        .bind(previous.map(|p| i64_of(p.0)).transpose()?)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(database)?;
+        let id: i64 = get(&row, "id")?;
+        if family.is_none() {
+            sqlx::query("UPDATE tokens SET family_id = $1 WHERE id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err(database)?;
+        }
+        for (position, grant) in grants.iter().enumerate() {
+            let columns = convert::grant_columns(&self.resources, grant);
+            sqlx::query(
+                "INSERT INTO token_grants (token_id, position, reach, project_ids, group_ids, permissions) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .bind(columns.reach)
+            .bind(columns.project_ids)
+            .bind(columns.group_ids)
+            .bind(columns.permissions)
+            .execute(&mut **tx)
+            .await
+            .map_err(database)?;
+        }
+        Ok(TokenId(u64_of(id)?))
+    }
+
+    async fn upsert_path(
+        tx: &mut Transaction<'static, Any>,
+        table: &'static str,
+        full_path: &str,
+        visibility: Visibility,
+        at: Timestamp,
+    ) -> Result<u64, StoreError> {
+        // The table name is one of two literals, never input.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} (full_path, visibility, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (full_path) DO UPDATE SET visibility = excluded.visibility RETURNING id"
+        )))
+        .bind(full_path)
+        .bind(visibility.name())
+        .bind(at.0)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(database)?;
+        u64_of(get(&row, "id")?)
+    }
+
+    async fn set_membership_in(
+        tx: &mut Transaction<'static, Any>,
+        user: UserId,
+        target: MembershipTarget,
+        role: Option<Role>,
+    ) -> Result<(), StoreError> {
+        let (kind, id) = match target {
+            MembershipTarget::Group(g) => ("group", g.0),
+            MembershipTarget::Project(p) => ("project", p.0),
+        };
+        match role {
+            Some(role) => sqlx::query(
+                "INSERT INTO memberships (user_id, target_kind, target_id, role) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (user_id, target_kind, target_id) DO UPDATE SET role = excluded.role",
+            )
+            .bind(i64_of(user.0)?)
+            .bind(kind)
+            .bind(i64_of(id)?)
+            .bind(i64::from(role.access_level())),
+            None => sqlx::query("DELETE FROM memberships WHERE user_id = $1 AND target_kind = $2 AND target_id = $3")
+                .bind(i64_of(user.0)?)
+                .bind(kind)
+                .bind(i64_of(id)?),
+        }
+        .execute(&mut **tx)
+        .await
+        .map_err(database)?;
+        Ok(())
+    }
+}
+
+impl Store for SqlStore {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(database)?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await.map_err(database)?;
+        }
+        let sequence: Option<i64> = sqlx::query("SELECT MAX(seq) AS seq FROM changes")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(database)?
+            .try_get("seq")
+            .ok()
+            .flatten();
+        let users = sqlx::query("SELECT * FROM users ORDER BY id").fetch_all(&mut *tx).await.map_err(database)?;
+        let groups =
+            sqlx::query("SELECT * FROM groups ORDER BY full_path").fetch_all(&mut *tx).await.map_err(database)?;
+        let projects = sqlx::query("SELECT * FROM projects ORDER BY id").fetch_all(&mut *tx).await.map_err(database)?;
+        let memberships = sqlx::query("SELECT * FROM memberships").fetch_all(&mut *tx).await.map_err(database)?;
+        let mut grants = self.grants_of(&mut *tx, None).await?;
+        let tokens = sqlx::query("SELECT * FROM tokens ORDER BY id").fetch_all(&mut *tx).await.map_err(database)?;
+        tx.commit().await.map_err(database)?;
+        Ok(Snapshot {
+            users: users.iter().map(Self::user_row).collect::<Result<_, _>>()?,
+            // Parents before children: sorted by path, a prefix sorts first.
+            groups: groups.iter().map(|row| Self::path_row(row, GroupId)).collect::<Result<_, _>>()?,
+            projects: projects.iter().map(|row| Self::path_row(row, ProjectId)).collect::<Result<_, _>>()?,
+            memberships: memberships.iter().map(Self::membership_row).collect::<Result<_, _>>()?,
+            tokens: tokens
+                .iter()
+                .map(|row| Self::token_row(row, &mut grants).map(|(digest, token)| (digest, token.record())))
+                .collect::<Result<Vec<(TokenDigest, TokenRecord)>, _>>()?,
+            sequence: sequence.unwrap_or(0),
+        })
+    }
+
+    async fn changes_since(&self, sequence: i64, limit: u32) -> Result<Vec<(i64, Change)>, StoreError> {
+        let rows = sqlx::query("SELECT seq, change FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(sequence)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database)?;
+        rows.iter()
+            .map(|row| {
+                let change: String = get(row, "change")?;
+                let change = serde_json::from_str(&change).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                Ok((get(row, "seq")?, change))
+            })
+            .collect()
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<UserRow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = $1")
+            .bind(i64_of(id.0)?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(database)?;
+        row.as_ref().map(Self::user_row).transpose()
+    }
+
+    async fn group(&self, id: GroupId) -> Result<Option<PathRow<GroupId>>, StoreError> {
+        let row = sqlx::query("SELECT * FROM groups WHERE id = $1")
+            .bind(i64_of(id.0)?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(database)?;
+        row.as_ref().map(|row| Self::path_row(row, GroupId)).transpose()
+    }
+
+    async fn project(&self, id: ProjectId) -> Result<Option<PathRow<ProjectId>>, StoreError> {
+        let row = sqlx::query("SELECT * FROM projects WHERE id = $1")
+            .bind(i64_of(id.0)?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(database)?;
+        row.as_ref().map(|row| Self::path_row(row, ProjectId)).transpose()
+    }
+
+    async fn membership(&self, user: UserId, target: MembershipTarget) -> Result<Option<Role>, StoreError> {
+        let (kind, id) = match target {
+            MembershipTarget::Group(g) => ("group", g.0),
+            MembershipTarget::Project(p) => ("project", p.0),
+        };
+        let row =
+            sqlx::query("SELECT role FROM memberships WHERE user_id = $1 AND target_kind = $2 AND target_id = $3")
+                .bind(i64_of(user.0)?)
+                .bind(kind)
+                .bind(i64_of(id)?)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(database)?;
+        row.map(|row| convert::parse_role(get(&row, "role")?)).transpose()
+    }
+
+    async fn token_with_digest(&self, id: TokenId) -> Result<Option<(TokenDigest, TokenRow)>, StoreError> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE id = $1")
+            .bind(i64_of(id.0)?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(database)?;
+        let Some(row) = row else { return Ok(None) };
+        let mut grants = self.grants_of(&self.pool, Some(i64_of(id.0)?)).await?;
+        Self::token_row(&row, &mut grants).map(Some)
+    }
+
+    async fn create_user(
+        &self,
+        username: &str,
+        name: &str,
+        admin: bool,
+        audit: Audit,
+    ) -> Result<(UserId, i64), StoreError> {
+        let mut write = self.begin().await?;
+        let row = sqlx::query("INSERT INTO users (username, name, state, admin, created_at) VALUES ($1, $2, 'active', $3, $4) RETURNING id")
+            .bind(username)
+            .bind(name)
+            .bind(i64::from(admin))
+            .bind(audit.at.0)
+            .fetch_one(&mut *write.tx)
+            .await
+            .map_err(database)?;
+        let id = UserId(u64_of(get(&row, "id")?)?);
+        let sequence = self.finish(write, &[Change::User { id: id.0 }], &audit.user(id)).await?;
+        Ok((id, sequence))
+    }
+
+    async fn set_user_state(&self, id: UserId, state: UserState, audit: Audit) -> Result<i64, StoreError> {
+        let mut write = self.begin().await?;
+        let done = sqlx::query("UPDATE users SET state = $1 WHERE id = $2")
+            .bind(convert::state_name(state))
+            .bind(i64_of(id.0)?)
+            .execute(&mut *write.tx)
+            .await
+            .map_err(database)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user {id}")));
+        }
+        self.finish(write, &[Change::User { id: id.0 }], &audit.user(id)).await
+    }
+
+    async fn create_group(
+        &self,
+        full_path: &str,
+        visibility: Visibility,
+        audit: Audit,
+    ) -> Result<(GroupId, i64), StoreError> {
+        let mut write = self.begin().await?;
+        let row =
+            sqlx::query("INSERT INTO groups (full_path, visibility, created_at) VALUES ($1, $2, $3) RETURNING id")
+                .bind(full_path)
+                .bind(visibility.name())
+                .bind(audit.at.0)
+                .fetch_one(&mut *write.tx)
+                .await
+                .map_err(database)?;
+        let id = GroupId(u64_of(get(&row, "id")?)?);
+        let sequence = self.finish(write, &[Change::Group { id: id.0 }], &audit).await?;
+        Ok((id, sequence))
+    }
+
+    async fn create_project(
+        &self,
+        full_path: &str,
+        visibility: Visibility,
+        audit: Audit,
+    ) -> Result<(ProjectId, i64), StoreError> {
+        let mut write = self.begin().await?;
+        let row =
+            sqlx::query("INSERT INTO projects (full_path, visibility, created_at) VALUES ($1, $2, $3) RETURNING id")
+                .bind(full_path)
+                .bind(visibility.name())
+                .bind(audit.at.0)
+                .fetch_one(&mut *write.tx)
+                .await
+                .map_err(database)?;
+        let id = ProjectId(u64_of(get(&row, "id")?)?);
+        let sequence = self.finish(write, &[Change::Project { id: id.0 }], &audit).await?;
+        Ok((id, sequence))
+    }
+
+    async fn update_project(
+        &self,
+        id: ProjectId,
+        full_path: &str,
+        visibility: Visibility,
+        audit: Audit,
+    ) -> Result<i64, StoreError> {
+        let mut write = self.begin().await?;
+        let done = sqlx::query("UPDATE projects SET full_path = $1, visibility = $2 WHERE id = $3")
+            .bind(full_path)
+            .bind(visibility.name())
+            .bind(i64_of(id.0)?)
+            .execute(&mut *write.tx)
+            .await
+            .map_err(database)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("project {id}")));
+        }
+        self.finish(write, &[Change::Project { id: id.0 }], &audit).await
+    }
+
+    async fn set_membership(
+        &self,
+        user: UserId,
+        target: MembershipTarget,
+        role: Option<Role>,
+        audit: Audit,
+    ) -> Result<i64, StoreError> {
+        let mut write = self.begin().await?;
+        Self::set_membership_in(&mut write.tx, user, target, role).await?;
+        self.finish(write, &[Change::membership(user, target)], &audit.user(user)).await
+    }
+
+    async fn import(&self, batch: &DirectoryBatch, audit: Audit) -> Result<(ImportCounts, i64), StoreError> {
+        let mut write = self.begin().await?;
+        let mut changes = Vec::new();
+        let mut users = HashMap::new();
+        for (username, name, admin, state) in &batch.users {
+            let row = sqlx::query(
+                "INSERT INTO users (username, name, state, admin, created_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (username) DO UPDATE SET name = excluded.name, state = excluded.state, admin = excluded.admin \
+                 RETURNING id",
+            )
+            .bind(username)
+            .bind(name)
+            .bind(convert::state_name(*state))
+            .bind(i64::from(*admin))
+            .bind(audit.at.0)
+            .fetch_one(&mut *write.tx)
+            .await
+            .map_err(database)?;
+            let id = u64_of(get(&row, "id")?)?;
+            users.insert(username.clone(), id);
+            changes.push(Change::User { id });
+        }
+        let mut paths: HashMap<(bool, String), u64> = HashMap::new();
+        for (full_path, visibility) in &batch.groups {
+            let id = Self::upsert_path(&mut write.tx, "groups", full_path, *visibility, audit.at).await?;
+            paths.insert((false, full_path.clone()), id);
+            changes.push(Change::Group { id });
+        }
+        for (full_path, visibility) in &batch.projects {
+            let id = Self::upsert_path(&mut write.tx, "projects", full_path, *visibility, audit.at).await?;
+            paths.insert((true, full_path.clone()), id);
+            changes.push(Change::Project { id });
+        }
+        for (username, target_path, is_project, role) in &batch.memberships {
+            let user = match users.get(username) {
+                Some(id) => *id,
+                None => {
+                    let row = sqlx::query("SELECT id FROM users WHERE username = $1")
+                        .bind(username)
+                        .fetch_optional(&mut *write.tx)
+                        .await
+                        .map_err(database)?
+                        .ok_or_else(|| StoreError::NotFound(format!("user `{username}`")))?;
+                    u64_of(get(&row, "id")?)?
+                }
+            };
+            let target_id = match paths.get(&(*is_project, target_path.clone())) {
+                Some(id) => *id,
+                None => {
+                    let table = if *is_project { "projects" } else { "groups" };
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT id FROM {table} WHERE full_path = $1")))
+                        .bind(target_path)
+                        .fetch_optional(&mut *write.tx)
+                        .await
+                        .map_err(database)?
+                        .ok_or_else(|| StoreError::NotFound(format!("`{target_path}`")))?;
+                    u64_of(get(&row, "id")?)?
+                }
+            };
+            let target = if *is_project {
+                MembershipTarget::Project(ProjectId(target_id))
+            } else {
+                MembershipTarget::Group(GroupId(target_id))
+            };
+            Self::set_membership_in(&mut write.tx, UserId(user), target, Some(*role)).await?;
+            changes.push(Change::membership(UserId(user), target));
+        }
+        let counts = ImportCounts {
+            users: batch.users.len(),
+            groups: batch.groups.len(),
+            projects: batch.projects.len(),
+            memberships: batch.memberships.len(),
+        };
+        let audit = audit.details(serde_json::json!({
+            "users": counts.users, "groups": counts.groups, "projects": counts.projects, "memberships": counts.memberships
+        }));
+        let sequence = self.finish(write, &changes, &audit).await?;
+        Ok((counts, sequence))
+    }
+
+    async fn create_token(&self, token: &NewToken, audit: Audit) -> Result<(TokenId, i64), StoreError> {
+        let mut write = self.begin().await?;
+        let id = self.insert_token(&mut write.tx, token, None, None).await?;
+        let sequence = self.finish(write, &[Change::Token { id: id.0 }], &audit.user(token.owner).token(id)).await?;
+        Ok((id, sequence))
+    }
+
+    async fn rotate_token(&self, old: TokenId, token: &NewToken, audit: Audit) -> Result<(TokenId, i64), StoreError> {
+        let mut write = self.begin().await?;
+        let row = sqlx::query("SELECT family_id, revoked_at FROM tokens WHERE id = $1")
+            .bind(i64_of(old.0)?)
+            .fetch_optional(&mut *write.tx)
+            .await
+            .map_err(database)?
+            .ok_or_else(|| StoreError::NotFound(format!("token {old}")))?;
+        let family: Option<i64> = get(&row, "family_id")?;
+        let family = TokenId(u64_of(family.unwrap_or(i64_of(old.0)?))?);
+        sqlx::query(
+            "UPDATE tokens SET revoked_at = $1, revoke_reason = 'rotated' WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(audit.at.0)
+        .bind(i64_of(old.0)?)
+        .execute(&mut *write.tx)
+        .await
+        .map_err(database)?;
+        let id = self.insert_token(&mut write.tx, token, Some(family), Some(old)).await?;
+        let audit = audit.user(token.owner).token(id).details(serde_json::json!({ "previous": old.0 }));
+        let sequence = self.finish(write, &[Change::Token { id: old.0 }, Change::Token { id: id.0 }], &audit).await?;
+        Ok((id, sequence))
+    }
+
+    async fn revoke_token(&self, id: TokenId, reason: &str, audit: Audit) -> Result<i64, StoreError> {
+        let mut write = self.begin().await?;
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
+                .bind(audit.at.0)
+                .bind(reason)
+                .bind(i64_of(id.0)?)
+                .execute(&mut *write.tx)
+                .await
+                .map_err(database)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("active token {id}")));
+        }
+        let audit = audit.token(id).details(serde_json::json!({ "reason": reason }));
+        self.finish(write, &[Change::Token { id: id.0 }], &audit).await
+    }
+
+    async fn token(&self, id: TokenId) -> Result<Option<TokenRow>, StoreError> {
+        Ok(self.token_with_digest(id).await?.map(|(_, row)| row))
+    }
+
+    async fn tokens(&self, owner: Option<UserId>) -> Result<Vec<TokenRow>, StoreError> {
+        let rows = match owner {
+            Some(owner) => {
+                sqlx::query("SELECT * FROM tokens WHERE owner_id = $1 ORDER BY id")
+                    .bind(i64_of(owner.0)?)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => sqlx::query("SELECT * FROM tokens ORDER BY id").fetch_all(&self.pool).await,
+        }
+        .map_err(database)?;
+        let mut grants = self.grants_of(&self.pool, None).await?;
+        rows.iter().map(|row| Self::token_row(row, &mut grants).map(|(_, token)| token)).collect()
+    }
+
+    async fn settings(&self) -> Result<Settings, StoreError> {
+        let row = sqlx::query("SELECT document FROM settings WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(database)?;
+        match row {
+            None => Ok(Settings::default()),
+            Some(row) => serde_json::from_str(&get::<String>(&row, "document")?)
+                .map_err(|error| StoreError::Corrupt(format!("settings: {error}"))),
+        }
+    }
+
+    async fn put_settings(&self, settings: &Settings, audit: Audit) -> Result<i64, StoreError> {
+        let document = serde_json::to_string(settings).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let mut write = self.begin().await?;
+        sqlx::query("INSERT INTO settings (id, document) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET document = excluded.document")
+            .bind(&document)
+            .execute(&mut *write.tx)
+            .await
+            .map_err(database)?;
+        let audit = audit.details(serde_json::from_str(&document).unwrap_or_default());
+        self.finish(write, &[Change::Settings], &audit).await
+    }
+
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        // Every filter is bound; an absent one is NULL and matches everything.
+        let rows = sqlx::query(
+            "SELECT * FROM audit_events WHERE \
+             ($1 IS NULL OR user_id = $1 OR actor_user_id = $1) AND ($2 IS NULL OR token_id = $2) AND \
+             ($3 IS NULL OR event = $3) AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at < $5) AND \
+             ($6 IS NULL OR id < $6) ORDER BY id DESC LIMIT $7",
+        )
+        .bind(filter.user.map(|u| i64_of(u.0)).transpose()?)
+        .bind(filter.token.map(|t| i64_of(t.0)).transpose()?)
+        .bind(filter.event.clone())
+        .bind(filter.after.map(|t| t.0))
+        .bind(filter.before.map(|t| t.0))
+        .bind(filter.before_id)
+        .bind(i64::from(filter.limit.clamp(1, 1000)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database)?;
+        rows.iter()
+            .map(|row| {
+                let actor_user: Option<i64> = get(row, "actor_user_id")?;
+                let actor_token: Option<i64> = get(row, "actor_token_id")?;
+                let user: Option<i64> = get(row, "user_id")?;
+                let token: Option<i64> = get(row, "token_id")?;
+                Ok(AuditEvent {
+                    id: get(row, "id")?,
+                    at: Timestamp(get(row, "at")?),
+                    event: get(row, "event")?,
+                    actor_user: actor_user.map(u64_of).transpose()?.map(UserId),
+                    actor_token: actor_token.map(u64_of).transpose()?.map(TokenId),
+                    user: user.map(u64_of).transpose()?.map(UserId),
+                    token: token.map(u64_of).transpose()?.map(TokenId),
+                    details: serde_json::from_str(&get::<String>(row, "details")?).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,266 @@
+//! The behaviour every backend must share.
+
+use patgate_core::{
+    ActionSet, Authority, DigestKey, Grant, GroupId, MembershipTarget, PermissionSet, ProjectId, Reach, Role, ScopeSet,
+    Timestamp, TokenFormat, TokenId, TokenKind, UserId, UserState, Visibility, scope::LegacyScope,
+};
+use patgate_store::{Actor, Audit, AuditFilter, Change, DirectoryBatch, NewToken, Settings, Store, StoreError};
+
+use crate::support::{connect, databases, resources};
+
+const T0: Timestamp = Timestamp(1_795_867_200);
+
+fn audit(event: &'static str) -> Audit {
+    Audit::new(event, Actor::default(), T0)
+}
+
+fn new_token(owner: UserId, authority: Authority) -> NewToken {
+    let format = TokenFormat::new("").unwrap();
+    let plain = format.generate(authority.kind()).unwrap();
+    NewToken {
+        owner,
+        name: "ci".into(),
+        description: "pushes images".into(),
+        digest: DigestKey::new(&[9; 32]).unwrap().digest_plain(&plain),
+        display_prefix: plain.display_prefix(),
+        authority,
+        allowed_ips: vec!["10.0.0.0/8".parse().unwrap()],
+        created_at: T0,
+        expires_at: Some(T0.plus_days(30)),
+    }
+}
+
+fn fine_grained() -> Authority {
+    let resources = resources();
+    let registry = resources.id("container_registry").unwrap();
+    let issue = resources.id("issue").unwrap();
+    Authority::FineGrained(Box::new([
+        Grant {
+            reach: Reach::Selected { projects: Box::new([ProjectId(1)]), groups: Box::new([GroupId(2)]) },
+            permissions: PermissionSet::new([(registry, ActionSet::READ.with(patgate_core::Action::Create))]),
+        },
+        Grant { reach: Reach::AllMemberships, permissions: PermissionSet::new([(issue, ActionSet::READ)]) },
+    ]))
+}
+
+#[tokio::test]
+async fn migrations_run_once_and_a_newer_schema_is_refused() {
+    for database in databases().await {
+        let store = connect(&database).await.unwrap();
+        drop(store);
+        // A second start finds the schema current.
+        let store = connect(&database).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99, 'from the future', TRUE, $1, 0)",
+        )
+        .bind(vec![0_u8; 48])
+        .execute(store.pool())
+        .await
+        .unwrap();
+        drop(store);
+        let error = connect(&database).await.unwrap_err();
+        assert!(matches!(error, StoreError::SchemaTooNew { found: 99, known: 1 }), "{} {error}", database.url);
+    }
+}
+
+#[tokio::test]
+async fn directory_writes_appear_in_snapshot_and_change_log() {
+    for database in databases().await {
+        let store = connect(&database).await.unwrap();
+        let (alice, s1) = store.create_user("alice", "Alice", false, audit("user_created")).await.unwrap();
+        let (acme, s2) = store.create_group("acme", Visibility::Private, audit("group_created")).await.unwrap();
+        let (api, s3) = store.create_project("acme/api", Visibility::Internal, audit("project_created")).await.unwrap();
+        let s4 = store
+            .set_membership(alice, MembershipTarget::Group(acme), Some(Role::Developer), audit("membership_set"))
+            .await
+            .unwrap();
+        assert!(s1 < s2 && s2 < s3 && s3 < s4, "{}", database.url);
+        let duplicate = store.create_user("alice", "Again", false, audit("user_created")).await.unwrap_err();
+        assert!(matches!(duplicate, StoreError::Conflict(_)), "{duplicate}");
+
+        let snapshot = store.snapshot().await.unwrap();
+        assert_eq!(snapshot.sequence, s4);
+        assert_eq!(snapshot.users.len(), 1);
+        assert_eq!(snapshot.users[0].username, "alice");
+        assert_eq!(snapshot.groups[0].full_path, "acme");
+        assert_eq!(snapshot.projects[0].visibility, Visibility::Internal);
+        assert_eq!(snapshot.memberships[0].role, Role::Developer);
+
+        let changes = store.changes_since(0, 100).await.unwrap();
+        assert_eq!(
+            changes.iter().map(|(_, change)| change.clone()).collect::<Vec<_>>(),
+            vec![
+                Change::User { id: alice.0 },
+                Change::Group { id: acme.0 },
+                Change::Project { id: api.0 },
+                Change::membership(alice, MembershipTarget::Group(acme)),
+            ]
+        );
+        assert_eq!(store.changes_since(s2, 100).await.unwrap().len(), 2);
+        assert_eq!(store.changes_since(s1, 1).await.unwrap()[0].0, s2);
+
+        store.set_user_state(alice, UserState::Blocked, audit("user_blocked")).await.unwrap();
+        assert_eq!(store.user(alice).await.unwrap().unwrap().state, UserState::Blocked);
+        store.update_project(api, "acme/api2", Visibility::Public, audit("project_moved")).await.unwrap();
+        assert_eq!(store.project(api).await.unwrap().unwrap().full_path, "acme/api2");
+        store.set_membership(alice, MembershipTarget::Group(acme), None, audit("membership_removed")).await.unwrap();
+        assert_eq!(store.membership(alice, MembershipTarget::Group(acme)).await.unwrap(), None);
+        assert!(matches!(
+            store.set_user_state(UserId(999), UserState::Active, audit("x")).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn import_is_idempotent_and_all_or_nothing() {
+    for database in databases().await {
+        let store = connect(&database).await.unwrap();
+        let batch = DirectoryBatch {
+            users: vec![("bob".into(), "Bob".into(), false, UserState::Active)],
+            groups: vec![("acme".into(), Visibility::Private), ("acme/web".into(), Visibility::Public)],
+            projects: vec![("acme/web/site".into(), Visibility::Public), ("bob/dotfiles".into(), Visibility::Private)],
+            memberships: vec![
+                ("bob".into(), "acme".into(), false, Role::Maintainer),
+                ("bob".into(), "acme/web/site".into(), true, Role::Owner),
+            ],
+        };
+        let (counts, first) = store.import(&batch, audit("directory_imported")).await.unwrap();
+        assert_eq!((counts.users, counts.groups, counts.projects, counts.memberships), (1, 2, 2, 2));
+        let before = store.snapshot().await.unwrap();
+        let (_, second) = store.import(&batch, audit("directory_imported")).await.unwrap();
+        assert!(second > first);
+        let after = store.snapshot().await.unwrap();
+        assert_eq!(before.users, after.users, "{}", database.url);
+        assert_eq!(before.groups, after.groups);
+        assert_eq!(before.memberships.len(), after.memberships.len());
+
+        // A batch that fails halfway leaves nothing behind: not the new user, not a change.
+        let broken = DirectoryBatch {
+            users: vec![("carol".into(), String::new(), false, UserState::Active)],
+            memberships: vec![("carol".into(), "no/such/group".into(), false, Role::Guest)],
+            ..DirectoryBatch::default()
+        };
+        let last = store.changes_since(0, 1000).await.unwrap().last().unwrap().0;
+        assert!(matches!(store.import(&broken, audit("directory_imported")).await, Err(StoreError::NotFound(_))));
+        let snapshot = store.snapshot().await.unwrap();
+        assert!(snapshot.users.iter().all(|user| user.username != "carol"), "{}", database.url);
+        assert_eq!(snapshot.sequence, last);
+        assert_eq!(store.audit_events(&AuditFilter { limit: 100, ..AuditFilter::default() }).await.unwrap().len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn tokens_round_trip_revoke_and_rotate() {
+    for database in databases().await {
+        let store = connect(&database).await.unwrap();
+        let (alice, _) = store.create_user("alice", "", false, audit("user_created")).await.unwrap();
+        let legacy = new_token(
+            alice,
+            Authority::Legacy(ScopeSet::EMPTY.with(LegacyScope::ReadApi).with(LegacyScope::ReadRegistry)),
+        );
+        let fine = new_token(alice, fine_grained());
+        let (legacy_id, _) = store.create_token(&legacy, audit("token_created")).await.unwrap();
+        let (fine_id, _) = store.create_token(&fine, audit("token_created")).await.unwrap();
+
+        let row = store.token(fine_id).await.unwrap().unwrap();
+        assert_eq!(row.authority, fine.authority, "{}", database.url);
+        assert_eq!((row.kind, row.name.as_str(), row.family), (TokenKind::FineGrained, "ci", fine_id));
+        assert_eq!(row.allowed_ips, fine.allowed_ips);
+        assert_eq!(row.expires_at, fine.expires_at);
+        let (digest, legacy_row) = store.token_with_digest(legacy_id).await.unwrap().unwrap();
+        assert_eq!(digest, legacy.digest);
+        assert_eq!(legacy_row.authority, legacy.authority);
+        // The same digest twice is refused.
+        assert!(matches!(store.create_token(&legacy, audit("token_created")).await, Err(StoreError::Conflict(_))));
+
+        let snapshot = store.snapshot().await.unwrap();
+        assert_eq!(snapshot.tokens.len(), 2);
+        assert!(snapshot.tokens.iter().any(|(d, record)| *d == fine.digest && record.id == fine_id && !record.revoked));
+
+        store.revoke_token(legacy_id, "revoked_by_owner", audit("token_revoked")).await.unwrap();
+        let row = store.token(legacy_id).await.unwrap().unwrap();
+        assert_eq!((row.revoked_at, row.revoke_reason.as_deref()), (Some(T0), Some("revoked_by_owner")));
+        assert!(matches!(
+            store.revoke_token(legacy_id, "again", audit("token_revoked")).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        let replacement = new_token(alice, fine_grained());
+        let (new_id, _) = store.rotate_token(fine_id, &replacement, audit("token_rotated")).await.unwrap();
+        let old = store.token(fine_id).await.unwrap().unwrap();
+        let new = store.token(new_id).await.unwrap().unwrap();
+        assert_eq!(old.revoke_reason.as_deref(), Some("rotated"));
+        assert_eq!((new.family, new.previous), (fine_id, Some(fine_id)));
+        let newer = new_token(alice, fine_grained());
+        let (newest, _) = store.rotate_token(new_id, &newer, audit("token_rotated")).await.unwrap();
+        assert_eq!(store.token(newest).await.unwrap().unwrap().family, fine_id);
+        assert_eq!(store.tokens(Some(alice)).await.unwrap().len(), 4);
+        assert_eq!(store.tokens(Some(UserId(12345))).await.unwrap().len(), 0);
+        assert!(store.token(TokenId(777)).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn settings_and_audit_events() {
+    for database in databases().await {
+        let store = connect(&database).await.unwrap();
+        assert_eq!(store.settings().await.unwrap(), Settings::default());
+        let changed = Settings { max_lifetime_days: 90, token_prefix: "acme-".into(), ..Settings::default() };
+        store.put_settings(&changed, audit("settings_changed")).await.unwrap();
+        assert_eq!(store.settings().await.unwrap(), changed);
+
+        let (alice, _) = store.create_user("alice", "", false, audit("user_created")).await.unwrap();
+        let (bob, _) = store.create_user("bob", "", false, audit("user_created")).await.unwrap();
+        let (token, _) = store.create_token(&new_token(alice, fine_grained()), audit("token_created")).await.unwrap();
+        let all = store.audit_events(&AuditFilter { limit: 100, ..AuditFilter::default() }).await.unwrap();
+        assert_eq!(all.len(), 4, "{}", database.url);
+        assert!(all.windows(2).all(|pair| pair[0].id > pair[1].id), "newest first");
+        let of_alice =
+            store.audit_events(&AuditFilter { user: Some(alice), limit: 100, ..AuditFilter::default() }).await.unwrap();
+        assert_eq!(of_alice.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(), ["token_created", "user_created"]);
+        let of_token = store
+            .audit_events(&AuditFilter { token: Some(token), limit: 100, ..AuditFilter::default() })
+            .await
+            .unwrap();
+        assert_eq!(of_token.len(), 1);
+        let created = store
+            .audit_events(&AuditFilter { event: Some("user_created".into()), limit: 100, ..AuditFilter::default() })
+            .await
+            .unwrap();
+        assert_eq!(created.iter().map(|e| e.user).collect::<Vec<_>>(), [Some(bob), Some(alice)]);
+        let page = store
+            .audit_events(&AuditFilter { before_id: Some(all[1].id), limit: 1, ..AuditFilter::default() })
+            .await
+            .unwrap();
+        assert_eq!(page[0].id, all[2].id);
+        let none =
+            store.audit_events(&AuditFilter { before: Some(T0), limit: 100, ..AuditFilter::default() }).await.unwrap();
+        assert!(none.is_empty());
+        assert_eq!(all[3].details["max_lifetime_days"], 90);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_writes_get_distinct_increasing_sequence_numbers() {
+    for database in databases().await {
+        let store = std::sync::Arc::new(connect(&database).await.unwrap());
+        let mut tasks = Vec::new();
+        for index in 0..20 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.create_user(&format!("user{index}"), "", false, audit("user_created")).await.map(|(_, seq)| seq)
+            }));
+        }
+        let mut sequences = Vec::new();
+        for task in tasks {
+            sequences.push(task.await.unwrap().unwrap());
+        }
+        sequences.sort_unstable();
+        sequences.dedup();
+        assert_eq!(sequences.len(), 20, "{}", database.url);
+        let logged: Vec<i64> = store.changes_since(0, 100).await.unwrap().iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(logged, sequences);
+    }
+}
