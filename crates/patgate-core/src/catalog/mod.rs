@@ -271,6 +271,7 @@ GET    /projects/:id/repository/archive.:format          repository:read      pr
 GET    /projects/:id/repository/archive                  repository:read      project(:id)
 GET    /projects/:id/deployments/:deployment_id/merge_requests deployment:read,merge_request:read project(:id)
 GET    /groups/:id/members                               member:read          group(:id)
+GET    /projects/:id/jobs/:job_id/artifacts/*artifact_path job_artifact:read  project(:id)
 GET    /users/:user_id/keys                              ssh_key:read         user(:user_id)
 ";
 
@@ -371,6 +372,7 @@ GET    /users/:user_id/keys                              ssh_key:read         us
             ("GET /p//q always instance", 1, "malformed segment"),
             ("GET /p always", 1, "expected `METHOD PATH PERMISSIONS BOUNDARY [FLAGS]`"),
             ("GET /p always instance shiny", 1, "unknown flag"),
+            ("GET /p/*rest/x always instance", 1, "may only end with a catch-all"),
             ("GET /p/:x always galaxy(:x)", 1, "unknown boundary kind"),
         ];
         for (text, line, needle) in cases {

@@ -110,7 +110,19 @@ pub(super) fn template_params(template: &str) -> Result<Vec<&str>, String> {
         return Err(format!("path `{template}` must not include `{}`", super::API_PREFIX));
     }
     let mut params = Vec::new();
-    for segment in rest.split('/') {
+    let segments: Vec<&str> = rest.split('/').collect();
+    for (position, segment) in segments.iter().copied().enumerate() {
+        if let Some(name) = segment.strip_prefix('*') {
+            // A catch-all takes the rest of the path, slashes included: only last.
+            if position + 1 != segments.len() || !valid_param(name) {
+                return Err(format!("path `{template}` may only end with a catch-all `*name`, not contain `{segment}`"));
+            }
+            if params.contains(&name) {
+                return Err(format!("path `{template}` repeats parameter `*{name}`"));
+            }
+            params.push(name);
+            continue;
+        }
         let (literal, param) = match segment.find(':') {
             Some(position) => (&segment[..position], Some(&segment[position + 1..])),
             None => (segment, None),
@@ -120,7 +132,7 @@ pub(super) fn template_params(template: &str) -> Result<Vec<&str>, String> {
             return Err(format!("path `{template}` has a malformed segment `{segment}`"));
         }
         if let Some(name) = param {
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            if !valid_param(name) {
                 return Err(format!("path `{template}` has a malformed parameter `:{name}`"));
             }
             if params.contains(&name) {
@@ -133,6 +145,10 @@ pub(super) fn template_params(template: &str) -> Result<Vec<&str>, String> {
         return Err(format!("path `{template}` has more than {MAX_PARAMS} parameters"));
     }
     Ok(params)
+}
+
+fn valid_param(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn parse_boundary(text: &str, params: &[&str]) -> Result<BoundarySource, String> {

@@ -1,5 +1,6 @@
 //! A segment trie over the catalog's templates: literals beat `prefix.:param` segments,
-//! which beat `:param`, with backtracking, and no allocation while matching.
+//! which beat `:param`, which beats a final catch-all `*param`; with backtracking, and no
+//! allocation while matching.
 
 use super::{Entry, Method, parse::MAX_PARAMS, parse::template_params};
 use crate::catalog::CatalogError;
@@ -55,6 +56,8 @@ struct Node {
     // (literal prefix ending in `.`, parameter name, child)
     prefixed: Vec<(Box<str>, Box<str>, Node)>,
     param: Option<(Box<str>, Box<Node>)>,
+    // `*name`: the rest of the path, slashes included.
+    catch_all: Option<(Box<str>, Box<Node>)>,
     endpoints: [Option<u32>; 5],
 }
 
@@ -72,6 +75,17 @@ impl Router {
             let mut node = &mut router.root;
             for segment in entry.template[1..].split('/') {
                 node = match segment.find(':') {
+                    None if segment.starts_with('*') => {
+                        let name = &segment[1..];
+                        let (existing, child) = node.catch_all.get_or_insert_with(|| (name.into(), Box::default()));
+                        if existing.as_ref() != name {
+                            return Err(error(format!(
+                                "template `{}` names catch-all `*{name}` where another template has `*{existing}`",
+                                entry.template
+                            )));
+                        }
+                        child
+                    }
                     None => {
                         let position = match node.literals.binary_search_by(|(key, _)| key.as_ref().cmp(segment)) {
                             Ok(position) => position,
@@ -167,6 +181,14 @@ fn find_in<'p>(node: &Node, method: Method, rest: &'p str, params: &mut Params<'
         && params.push(segment)
     {
         if let Some(found) = find_in(child, method, tail, params) {
+            return Some(found);
+        }
+        params.pop();
+    }
+    if let Some((_, child)) = &node.catch_all
+        && params.push(rest)
+    {
+        if let Some(found) = child.endpoints[method as usize] {
             return Some(found);
         }
         params.pop();
