@@ -8,6 +8,7 @@
 //! hear of a change at once.
 
 mod convert;
+mod listen;
 mod sql;
 
 use patgate_core::{
@@ -16,6 +17,7 @@ use patgate_core::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use listen::{ChangeListener, Heard};
 pub use sql::{Backend, SqlStore};
 
 /// A storage failure. The domain never sees the driver's error type.

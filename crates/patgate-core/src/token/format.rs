@@ -180,8 +180,23 @@ impl TokenFormat {
     }
 
     /// Checks prefix, length, alphabet and checksum, without any lookup.
+    ///
+    /// Any well-formed instance prefix is accepted, not only this format's: changing the
+    /// instance prefix applies to new tokens and leaves existing ones working (the digest
+    /// covers the whole string, so a token cannot be re-prefixed).
     pub fn parse<'a>(&self, text: &'a str) -> Result<ParsedToken<'a>, TokenParseError> {
-        let rest = text.strip_prefix(self.instance_prefix.as_str()).ok_or(TokenParseError::Prefix)?;
+        const TAIL: usize = 6 + RANDOM_CHARS + CHECKSUM_CHARS;
+        if text.len() < TAIL || !text.is_char_boundary(text.len() - TAIL) {
+            return Err(if text.starts_with(LEGACY_PREFIX) || text.starts_with(FINE_GRAINED_PREFIX) {
+                TokenParseError::Length
+            } else {
+                TokenParseError::Prefix
+            });
+        }
+        let (instance, rest) = text.split_at(text.len() - TAIL);
+        if !instance.is_empty() && TokenFormat::new(instance).is_err() {
+            return Err(TokenParseError::Prefix);
+        }
         let (kind, body) = if let Some(body) = rest.strip_prefix(LEGACY_PREFIX) {
             (TokenKind::Legacy, body)
         } else if let Some(body) = rest.strip_prefix(FINE_GRAINED_PREFIX) {

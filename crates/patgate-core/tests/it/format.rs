@@ -134,10 +134,16 @@ fn generated_tokens_are_distinct_and_well_formed() {
 fn prefixes_and_kinds_are_checked() {
     let plain = TokenFormat::new("").unwrap();
     let acme = TokenFormat::new("acme-").unwrap();
+    // Tokens minted under another (or no) instance prefix still parse: changing the prefix
+    // applies to new tokens only.
     let token = acme.assemble(TokenKind::Legacy, &[b'a'; RANDOM_CHARS]);
-    assert_eq!(plain.parse(token.expose_secret()).unwrap_err(), TokenParseError::Prefix);
+    assert_eq!(plain.parse(token.expose_secret()).unwrap().kind(), TokenKind::Legacy);
     let token = plain.assemble(TokenKind::Legacy, &[b'a'; RANDOM_CHARS]);
-    assert_eq!(acme.parse(token.expose_secret()).unwrap_err(), TokenParseError::Prefix);
+    assert!(acme.parse(token.expose_secret()).is_ok());
+    // A malformed instance prefix is refused.
+    for bad in ["ACME-", "ac me-", "a_b-", "-"] {
+        assert_eq!(acme.parse(&format!("{bad}{}", token.expose_secret())).unwrap_err(), TokenParseError::Prefix, "{bad}");
+    }
     assert_eq!(plain.parse("pgpat-short").unwrap_err(), TokenParseError::Length);
     assert_eq!(plain.parse("glpat-0123456789012345678901234567890123456").unwrap_err(), TokenParseError::Prefix);
     // Changing the kind prefix while keeping the body breaks the checksum.
