@@ -235,6 +235,8 @@ pub struct Settings {
     pub expiry_required: bool,
     pub legacy_tokens_allowed: bool,
     pub token_prefix: String,
+    /// The fingerprint of the instance secret the tokens were made under.
+    pub key_fingerprint: String,
 }
 
 impl Default for Settings {
@@ -244,6 +246,7 @@ impl Default for Settings {
             expiry_required: true,
             legacy_tokens_allowed: true,
             token_prefix: String::new(),
+            key_fingerprint: String::new(),
         }
     }
 }
@@ -275,6 +278,8 @@ pub trait Store: Send + Sync {
 
     // ---- start-up and replication -------------------------------------------------
 
+    /// Whether the database holds no user yet (a first start).
+    fn snapshot_is_empty(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Everything the index is built from, consistent with one sequence number.
     fn snapshot(&self) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
     /// Changes after `sequence`, oldest first, at most `limit`.

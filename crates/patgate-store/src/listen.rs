@@ -23,8 +23,7 @@ pub enum Heard {
 impl ChangeListener {
     /// Connects to PostgreSQL at `url` and listens on patgate's channel.
     pub async fn connect(url: &str) -> Result<ChangeListener, StoreError> {
-        let mut listener =
-            PgListener::connect(url).await.map_err(|error| StoreError::Database(error.to_string()))?;
+        let mut listener = PgListener::connect(url).await.map_err(|error| StoreError::Database(error.to_string()))?;
         listener.listen(NOTIFY_CHANNEL).await.map_err(|error| StoreError::Database(error.to_string()))?;
         Ok(ChangeListener { listener })
     }

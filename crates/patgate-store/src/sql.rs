@@ -422,6 +422,11 @@ impl Store for SqlStore {
         self.backend
     }
 
+    async fn snapshot_is_empty(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS users FROM users").fetch_one(&self.pool).await.map_err(database)?;
+        Ok(get::<i64>(&row, "users")? == 0)
+    }
+
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let mut tx = self.pool.begin().await.map_err(database)?;
         if self.backend == Backend::Postgres {

@@ -1,5 +1,7 @@
 //! The `patgate` command.
 
+mod serve;
+
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
@@ -19,6 +21,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the service: decision API, forward auth, management API.
+    Serve(serve::ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(serve::DatabaseArgs),
     /// The endpoint catalog: generated reference and coverage.
     Catalog {
         #[command(subcommand)]
@@ -39,6 +45,13 @@ enum CatalogCommand {
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PATGATE_LOG").unwrap_or_else(|_| "patgate=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(error) => {
@@ -50,6 +63,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => {
+            runtime()?.block_on(serve::serve(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate(args) => {
+            runtime()?.block_on(serve::migrate(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Catalog { command } => {
             let resources = Resources::builtin().context("loading the resource table")?;
             let catalog = Catalog::builtin(&resources).context("loading the endpoint catalog")?;
@@ -79,6 +100,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 #[expect(clippy::print_stdout, reason = "the CLI's output is its result")]

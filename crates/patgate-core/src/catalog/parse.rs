@@ -115,7 +115,9 @@ pub(super) fn template_params(template: &str) -> Result<Vec<&str>, String> {
         if let Some(name) = segment.strip_prefix('*') {
             // A catch-all takes the rest of the path, slashes included: only last.
             if position + 1 != segments.len() || !valid_param(name) {
-                return Err(format!("path `{template}` may only end with a catch-all `*name`, not contain `{segment}`"));
+                return Err(format!(
+                    "path `{template}` may only end with a catch-all `*name`, not contain `{segment}`"
+                ));
             }
             if params.contains(&name) {
                 return Err(format!("path `{template}` repeats parameter `*{name}`"));

@@ -313,6 +313,13 @@ impl DigestKey {
         self.digest_str(&token.0)
     }
 
+    /// A short public fingerprint of the key, to detect that a database's tokens were made
+    /// under another key. Reveals nothing of the key.
+    pub fn fingerprint(&self) -> String {
+        let digest = self.digest_str("patgate key fingerprint v1");
+        digest.0[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     fn digest_str(&self, text: &str) -> TokenDigest {
         let mut mac = self.mac.clone();
         mac.update(text.as_bytes());

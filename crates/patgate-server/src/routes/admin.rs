@@ -1,0 +1,426 @@
+//! Admin: the directory (import and per-item changes) and instance settings.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+};
+use patgate_core::{
+    BoundaryRef, Directory, MembershipTarget, Role, UserState, Visibility, validate::LARGEST_MAX_LIFETIME_DAYS,
+};
+use patgate_store::{Actor, Audit, DirectoryBatch, Settings, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    auth::{Caller, authorize},
+    error::ApiError,
+    extract::Body,
+    state::{AppState, Shared},
+};
+
+fn admin(state: &Shared, headers: &HeaderMap, permission: &str, read_only: bool) -> Result<Caller, ApiError> {
+    let permission =
+        [state.engine().resources.permission(permission).map_err(|e| ApiError::Internal(e.to_string()))?];
+    authorize(state, headers, &permission, BoundaryRef::Instance, false, read_only)
+}
+
+fn actor(caller: &Caller) -> Actor {
+    Actor { user: Some(caller.user), token: Some(caller.token.id) }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportUser {
+    pub username: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub admin: bool,
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportGroup {
+    pub full_path: String,
+    pub visibility: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportProject {
+    pub full_path: String,
+    pub visibility: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportMembership {
+    pub username: String,
+    pub target: String,
+    pub role: String,
+}
+
+/// `POST /api/v1/admin/directory/import`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImportRequest {
+    pub users: Vec<ImportUser>,
+    pub groups: Vec<ImportGroup>,
+    pub projects: Vec<ImportProject>,
+    pub memberships: Vec<ImportMembership>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImportResponse {
+    pub users: usize,
+    pub groups: usize,
+    pub projects: usize,
+    pub memberships: usize,
+}
+
+fn visibility(text: Option<&str>, field: &str) -> Result<Visibility, ApiError> {
+    match text {
+        None => Ok(Visibility::Private),
+        Some(text) => text.parse().map_err(|_| {
+            ApiError::invalid(format!("`{field}`: unknown visibility `{text}`: expected private, internal or public"))
+        }),
+    }
+}
+
+fn role(text: &str, field: &str) -> Result<Role, ApiError> {
+    text.parse().map_err(|error: patgate_core::role::UnknownRoleError| ApiError::invalid(format!("`{field}`: {error}")))
+}
+
+/// Checks a whole import against a copy of the live directory, in dependency order, so
+/// nothing is written unless everything is valid.
+fn validate_import(directory: &mut Directory, body: &ImportRequest) -> Result<DirectoryBatch, ApiError> {
+    let mut batch = DirectoryBatch::default();
+    let mut next_id = u64::MAX / 2;
+    let mut fresh = || {
+        next_id += 1;
+        next_id
+    };
+    let field = |name: &str, index: usize, error: patgate_core::DirectoryError| {
+        ApiError::invalid(format!("`{name}[{index}]`: {error}"))
+    };
+    for (index, user) in body.users.iter().enumerate() {
+        let state = match user.state.as_deref() {
+            None => UserState::Active,
+            Some(text) => text.parse().map_err(|error| field("users", index, error))?,
+        };
+        let id = directory.user_by_name(&user.username).map_or_else(|| patgate_core::UserId(fresh()), |u| u.id);
+        directory.upsert_user(id, &user.username, state, user.admin).map_err(|error| field("users", index, error))?;
+        batch.users.push((user.username.to_ascii_lowercase(), user.name.clone(), user.admin, state));
+    }
+    for (index, group) in body.groups.iter().enumerate() {
+        let visibility = visibility(group.visibility.as_deref(), &format!("groups[{index}].visibility"))?;
+        if directory.group_by_path(&group.full_path).is_none() {
+            directory
+                .insert_group(patgate_core::GroupId(fresh()), &group.full_path, visibility)
+                .map_err(|error| field("groups", index, error))?;
+        }
+        batch.groups.push((group.full_path.to_ascii_lowercase(), visibility));
+    }
+    for (index, project) in body.projects.iter().enumerate() {
+        let visibility = visibility(project.visibility.as_deref(), &format!("projects[{index}].visibility"))?;
+        if directory.project_by_path(&project.full_path).is_none() {
+            directory
+                .insert_project(patgate_core::ProjectId(fresh()), &project.full_path, visibility)
+                .map_err(|error| field("projects", index, error))?;
+        }
+        batch.projects.push((project.full_path.to_ascii_lowercase(), visibility));
+    }
+    for (index, membership) in body.memberships.iter().enumerate() {
+        let role = role(&membership.role, &format!("memberships[{index}].role"))?;
+        let user = directory.user_by_name(&membership.username).ok_or_else(|| {
+            ApiError::invalid(format!("`memberships[{index}].username`: no user `{}`", membership.username))
+        })?;
+        let is_project = if directory.project_by_path(&membership.target).is_some() {
+            true
+        } else if directory.group_by_path(&membership.target).is_some() {
+            false
+        } else {
+            return Err(ApiError::invalid(format!(
+                "`memberships[{index}].target`: no group or project `{}`",
+                membership.target
+            )));
+        };
+        batch.memberships.push((user.username.to_string(), membership.target.to_ascii_lowercase(), is_project, role));
+    }
+    Ok(batch)
+}
+
+pub async fn import(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body<ImportRequest>,
+) -> Result<Json<ImportResponse>, ApiError> {
+    let caller = admin(&state, &headers, "admin_user:create", false)?;
+    let mut directory = state.directory();
+    let batch = validate_import(&mut directory, &body)?;
+    let (counts, _) =
+        state.store.import(&batch, Audit::new("directory_imported", actor(&caller), state.clock.now())).await?;
+    state.catch_up().await?;
+    Ok(Json(ImportResponse {
+        users: counts.users,
+        groups: counts.groups,
+        projects: counts.projects,
+        memberships: counts.memberships,
+    }))
+}
+
+/// `POST /api/v1/admin/users`.
+pub async fn create_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body<ImportUser>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let caller = admin(&state, &headers, "admin_user:create", false)?;
+    let mut directory = state.directory();
+    if directory.user_by_name(&body.username).is_some() {
+        return Err(ApiError::Conflict(format!("user `{}` already exists", body.username)));
+    }
+    directory.upsert_user(patgate_core::UserId(u64::MAX), &body.username, UserState::Active, body.admin)?;
+    let (id, _) = state
+        .store
+        .create_user(
+            &body.username.to_ascii_lowercase(),
+            &body.name,
+            body.admin,
+            Audit::new("user_created", actor(&caller), state.clock.now()),
+        )
+        .await?;
+    state.catch_up().await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id.0, "username": body.username.to_ascii_lowercase() }))))
+}
+
+async fn set_state(
+    state: &Shared,
+    headers: &HeaderMap,
+    username: &str,
+    new_state: UserState,
+    event: &'static str,
+) -> Result<StatusCode, ApiError> {
+    let caller = admin(state, headers, "admin_user:update", false)?;
+    let user = state
+        .engine()
+        .index
+        .directory
+        .user_by_name(username)
+        .map(|user| user.id)
+        .ok_or_else(|| ApiError::NotFound(format!("user `{username}` does not exist")))?;
+    state
+        .store
+        .set_user_state(user, new_state, Audit::new(event, actor(&caller), state.clock.now()).user(user))
+        .await?;
+    state.catch_up().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn block_user(
+    State(state): State<AppState>,
+    Path(username): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    set_state(&state, &headers, &username, UserState::Blocked, "user_blocked").await
+}
+
+pub async fn unblock_user(
+    State(state): State<AppState>,
+    Path(username): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    set_state(&state, &headers, &username, UserState::Active, "user_unblocked").await
+}
+
+pub async fn delete_user(
+    State(state): State<AppState>,
+    Path(username): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    set_state(&state, &headers, &username, UserState::Deleted, "user_deleted").await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathBody {
+    pub full_path: String,
+    pub visibility: Option<String>,
+}
+
+pub async fn create_group(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body<PathBody>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let caller = admin(&state, &headers, "admin_project:update", false)?;
+    let visibility = visibility(body.visibility.as_deref(), "visibility")?;
+    let mut directory = state.directory();
+    directory.insert_group(patgate_core::GroupId(u64::MAX), &body.full_path, visibility)?;
+    let path = body.full_path.to_ascii_lowercase();
+    let (id, _) = state
+        .store
+        .create_group(&path, visibility, Audit::new("group_created", actor(&caller), state.clock.now()))
+        .await?;
+    state.catch_up().await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id.0, "full_path": path }))))
+}
+
+pub async fn create_project(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body<PathBody>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let caller = admin(&state, &headers, "admin_project:update", false)?;
+    let visibility = visibility(body.visibility.as_deref(), "visibility")?;
+    let mut directory = state.directory();
+    directory.insert_project(patgate_core::ProjectId(u64::MAX), &body.full_path, visibility)?;
+    let path = body.full_path.to_ascii_lowercase();
+    let (id, _) = state
+        .store
+        .create_project(&path, visibility, Audit::new("project_created", actor(&caller), state.clock.now()))
+        .await?;
+    state.catch_up().await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id.0, "full_path": path }))))
+}
+
+/// `PUT /api/v1/admin/projects/{id}`: move to another namespace and/or change visibility.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectUpdate {
+    pub namespace: Option<String>,
+    pub visibility: Option<String>,
+}
+
+pub async fn update_project(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body<ProjectUpdate>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let caller = admin(&state, &headers, "admin_project:update", false)?;
+    let mut directory = state.directory();
+    let project = match id.parse::<u64>() {
+        Ok(number) => directory.project(patgate_core::ProjectId(number)),
+        Err(_) => directory.project_by_path(&id),
+    }
+    .cloned()
+    .ok_or_else(|| ApiError::NotFound(format!("project `{id}` does not exist")))?;
+    if let Some(namespace) = &body.namespace {
+        directory.move_project(project.id, namespace)?;
+    }
+    let visibility = match body.visibility.as_deref() {
+        None => project.visibility,
+        text => visibility(text, "visibility")?,
+    };
+    let moved = directory.project(project.id).map(|p| p.full_path.to_string()).unwrap_or_default();
+    let audit = Audit::new("project_updated", actor(&caller), state.clock.now()).details(
+        serde_json::json!({ "from": project.full_path.to_string(), "to": moved, "visibility": visibility.name() }),
+    );
+    state.store.update_project(project.id, &moved, visibility, audit).await?;
+    state.catch_up().await?;
+    Ok(Json(serde_json::json!({ "id": project.id.0, "full_path": moved, "visibility": visibility.name() })))
+}
+
+/// `PUT /api/v1/admin/memberships` (add or change) and `DELETE` (remove).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipBody {
+    pub username: String,
+    pub target: String,
+    pub role: Option<String>,
+}
+
+fn membership_target(
+    directory: &Directory,
+    body: &MembershipBody,
+) -> Result<(patgate_core::UserId, MembershipTarget), ApiError> {
+    let user = directory
+        .user_by_name(&body.username)
+        .ok_or_else(|| ApiError::invalid(format!("`username`: no user `{}`", body.username)))?;
+    let target = if let Some(project) = directory.project_by_path(&body.target) {
+        MembershipTarget::Project(project.id)
+    } else if let Some(group) = directory.group_by_path(&body.target) {
+        MembershipTarget::Group(group.id)
+    } else {
+        return Err(ApiError::invalid(format!("`target`: no group or project `{}`", body.target)));
+    };
+    Ok((user.id, target))
+}
+
+pub async fn set_membership(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body<MembershipBody>,
+) -> Result<StatusCode, ApiError> {
+    let caller = admin(&state, &headers, "admin_user:update", false)?;
+    let role = role(body.role.as_deref().ok_or_else(|| ApiError::invalid("`role` is required"))?, "role")?;
+    let (user, target) = membership_target(&state.engine().index.directory, &body)?;
+    let audit = Audit::new("membership_set", actor(&caller), state.clock.now())
+        .user(user)
+        .details(serde_json::json!({ "target": body.target, "role": role.name() }));
+    state.store.set_membership(user, target, Some(role), audit).await?;
+    state.catch_up().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn remove_membership(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body<MembershipBody>,
+) -> Result<StatusCode, ApiError> {
+    let caller = admin(&state, &headers, "admin_user:update", false)?;
+    let (user, target) = membership_target(&state.engine().index.directory, &body)?;
+    let audit = Audit::new("membership_removed", actor(&caller), state.clock.now())
+        .user(user)
+        .details(serde_json::json!({ "target": body.target }));
+    state.store.set_membership(user, target, None, audit).await?;
+    state.catch_up().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/admin/settings`.
+pub async fn get_settings(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Settings>, ApiError> {
+    admin(&state, &headers, "admin_setting:read", true)?;
+    Ok(Json(state.settings()))
+}
+
+/// `PUT /api/v1/admin/settings`: any subset of the fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsUpdate {
+    pub max_lifetime_days: Option<u32>,
+    pub expiry_required: Option<bool>,
+    pub legacy_tokens_allowed: Option<bool>,
+    pub token_prefix: Option<String>,
+}
+
+pub async fn put_settings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body<SettingsUpdate>,
+) -> Result<Json<Settings>, ApiError> {
+    let caller = admin(&state, &headers, "admin_setting:update", false)?;
+    let mut settings = state.settings();
+    if let Some(days) = body.max_lifetime_days {
+        if days == 0 || days > LARGEST_MAX_LIFETIME_DAYS {
+            return Err(ApiError::invalid(format!("`max_lifetime_days` must be 1 to {LARGEST_MAX_LIFETIME_DAYS}")));
+        }
+        settings.max_lifetime_days = days;
+    }
+    if let Some(required) = body.expiry_required {
+        settings.expiry_required = required;
+    }
+    if let Some(allowed) = body.legacy_tokens_allowed {
+        settings.legacy_tokens_allowed = allowed;
+    }
+    if let Some(prefix) = body.token_prefix {
+        patgate_core::TokenFormat::new(&prefix)
+            .map_err(|error| ApiError::invalid(format!("`token_prefix`: {error}")))?;
+        settings.token_prefix = prefix;
+    }
+    state.store.put_settings(&settings, Audit::new("settings_changed", actor(&caller), state.clock.now())).await?;
+    state.catch_up().await?;
+    Ok(Json(state.settings()))
+}

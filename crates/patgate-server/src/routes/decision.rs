@@ -1,0 +1,254 @@
+//! The decision API and forward auth: where the guarded APIs ask patgate.
+
+use std::{net::IpAddr, net::SocketAddr, time::Instant};
+
+use axum::{
+    Json,
+    extract::{ConnectInfo, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use patgate_core::{Basis, Boundary, Decision, DenyReason, catalog::DecodeBuffer, decision::Operation};
+use serde::{Deserialize, Serialize};
+
+use crate::{auth::presented_token, error::ApiError, extract::Body, state::AppState};
+
+/// `POST /api/v1/decide`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideRequest {
+    pub token: String,
+    pub method: String,
+    /// The path as the client sent it, `/api/v4/…` with its query.
+    pub path: String,
+    pub client_ip: Option<String>,
+}
+
+/// The boundary a decision concerned.
+#[derive(Debug, Serialize)]
+pub struct BoundaryResponse {
+    pub kind: &'static str,
+    pub id: Option<u64>,
+    pub path: Option<String>,
+}
+
+/// The answer of `POST /api/v1/decide`.
+#[derive(Debug, Serialize)]
+pub struct DecideResponse {
+    pub allowed: bool,
+    pub status: u16,
+    pub reason: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boundary: Option<BoundaryResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// A decision with what was asked, for both endpoints.
+struct Judged {
+    decision: Decision,
+    permission: Option<patgate_core::Permission>,
+    endpoint: Option<String>,
+}
+
+fn judge(state: &AppState, token: &str, method: &str, path: &str, client_ip: Option<IpAddr>) -> Judged {
+    let now = state.clock.now();
+    let mut buffer = DecodeBuffer::default();
+    let mut request = state.catalog.request(method, path, &mut buffer);
+    request.client_ip = client_ip;
+    let permission = match request.operation {
+        Operation::Covered { permissions, .. } => permissions.first().copied(),
+        _ => None,
+    };
+    let endpoint =
+        state.catalog.find(method, path).map(|found| format!("{} {}", found.entry.method.name(), found.entry.template));
+    let decision = state.engine().decide_presented(token, &request, now);
+    Judged { decision, permission, endpoint }
+}
+
+fn allow_message(basis: Basis) -> &'static str {
+    match basis {
+        Basis::FineGrained => "Allowed: a grant of the token covers this request.",
+        Basis::Legacy => "Allowed: the token's scopes cover this request.",
+        Basis::Anonymous => "Allowed: anyone may read this public resource.",
+        Basis::Always => "Allowed: this endpoint is open to every valid token.",
+    }
+}
+
+fn response(state: &AppState, judged: &Judged) -> DecideResponse {
+    let engine = state.engine();
+    let decision = &judged.decision;
+    let directory = &engine.index.directory;
+    let boundary = decision.boundary.map(|boundary| match boundary {
+        Boundary::Project(id) => BoundaryResponse {
+            kind: "project",
+            id: Some(id.0),
+            path: directory.project(id).map(|p| p.full_path.to_string()),
+        },
+        Boundary::Group(id) => BoundaryResponse {
+            kind: "group",
+            id: Some(id.0),
+            path: directory.group(id).map(|g| g.full_path.to_string()),
+        },
+        Boundary::User(id) => {
+            BoundaryResponse { kind: "user", id: Some(id.0), path: directory.user(id).map(|u| u.username.to_string()) }
+        }
+        Boundary::Instance => BoundaryResponse { kind: "instance", id: None, path: None },
+    });
+    let missing = decision.reason().and_then(|reason| reason.missing_permission());
+    let shown = missing.or(judged.permission);
+    let (allowed, status, reason, message) = match decision.outcome {
+        Ok(basis) => (true, 200, "allowed", allow_message(basis).to_owned()),
+        Err(reason) => (false, reason.status(), reason.code(), reason.message(&engine.resources)),
+    };
+    DecideResponse {
+        allowed,
+        status,
+        reason,
+        message,
+        missing: missing.map(|p| engine.resources.permission_name(p)),
+        missing_label: missing.map(|p| engine.resources.permission_label(p)),
+        resource: shown.map(|p| engine.resources.name(p.resource).to_owned()),
+        action: shown.map(|p| p.action.name()),
+        boundary,
+        token_id: decision.token.map(|t| t.0),
+        user: decision.user.and_then(|u| directory.user(u)).map(|u| u.username.to_string()),
+        endpoint: judged.endpoint.clone(),
+    }
+}
+
+/// `POST /api/v1/decide`: the decision with its explanation ("why was I denied?").
+pub async fn decide(
+    State(state): State<AppState>,
+    Body(body): Body<DecideRequest>,
+) -> Result<Json<DecideResponse>, ApiError> {
+    let client_ip = match body.client_ip.as_deref() {
+        None | Some("") => None,
+        Some(text) => {
+            Some(text.parse().map_err(|_| ApiError::invalid(format!("`client_ip`: `{text}` is not an IP address")))?)
+        }
+    };
+    if body.method.is_empty() || !body.path.starts_with('/') {
+        return Err(ApiError::invalid("`method` must be an HTTP method and `path` must start with `/`"));
+    }
+    let started = Instant::now();
+    let judged = judge(&state, &body.token, &body.method, &body.path, client_ip);
+    state.metrics.record("decide", judged.decision.is_allowed(), reason_code(&judged.decision), started.elapsed());
+    Ok(Json(response(&state, &judged)))
+}
+
+fn reason_code(decision: &Decision) -> &'static str {
+    decision.reason().map_or("allowed", |reason| reason.code())
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// `GET /api/v1/forward-auth`: nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz.
+/// 200 allows; 401 for missing or invalid credentials; 403 for everything else (never 404
+/// or 5xx, which proxies turn into 500).
+pub async fn forward_auth(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let trusted = state.trusts_proxy(peer.ip());
+    let forwarded = |modern: &str, original: &str| {
+        if trusted { header(&headers, modern).or_else(|| header(&headers, original)) } else { None }
+    };
+    let (Some(method), Some(uri)) =
+        (forwarded("x-forwarded-method", "x-original-method"), forwarded("x-forwarded-uri", "x-original-uri"))
+    else {
+        let reason = if trusted { "missing_forwarded_request" } else { "untrusted_proxy" };
+        let message = if trusted {
+            "forward auth needs X-Forwarded-Method and X-Forwarded-Uri (or X-Original-Method and X-Original-URI)"
+        } else {
+            "this address may not forward requests: add it to the trusted proxies"
+        };
+        return forbidden(reason, message.to_owned(), None);
+    };
+    let client_ip = if trusted {
+        header(&headers, "x-forwarded-for")
+            .and_then(|list| list.split(',').next())
+            .or_else(|| header(&headers, "x-real-ip"))
+            .and_then(|ip| ip.trim().parse().ok())
+            .or(Some(peer.ip()))
+    } else {
+        Some(peer.ip())
+    };
+    let query = uri.split_once('?').map(|(_, query)| query);
+    let Some(token) = presented_token(&headers, query) else {
+        state.metrics.record("forward_auth", false, "missing_token", started.elapsed());
+        return unauthorized("missing_token", "No token: send PRIVATE-TOKEN or Authorization: Bearer.".to_owned());
+    };
+    let judged = judge(&state, &token, method, uri, client_ip);
+    state.metrics.record(
+        "forward_auth",
+        judged.decision.is_allowed(),
+        reason_code(&judged.decision),
+        started.elapsed(),
+    );
+    match judged.decision.outcome {
+        Ok(_) => {
+            let mut response = StatusCode::OK.into_response();
+            let user = judged
+                .decision
+                .user
+                .and_then(|id| state.engine().index.directory.user(id).map(|u| u.username.to_string()));
+            if let Some(user) = user.and_then(|u| HeaderValue::from_str(&u).ok()) {
+                response.headers_mut().insert("x-patgate-user", user);
+            }
+            if let Some(id) = judged.decision.token.and_then(|t| HeaderValue::from_str(&t.0.to_string()).ok()) {
+                response.headers_mut().insert("x-patgate-token-id", id);
+            }
+            response
+        }
+        Err(reason) if reason.status() == 401 => {
+            let message = reason.message(&state.engine().resources);
+            unauthorized(reason.code(), message)
+        }
+        Err(reason) => {
+            let body = response(&state, &judged);
+            forbidden(reason.code(), body.message, body.missing)
+        }
+    }
+}
+
+fn unauthorized(reason: &'static str, message: String) -> Response {
+    let body = serde_json::json!({ "error": "invalid_token", "reason": reason, "message": message });
+    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"patgate\", error=\"invalid_token\""),
+    );
+    response
+}
+
+fn forbidden(reason: &'static str, message: String, missing: Option<String>) -> Response {
+    let body = serde_json::json!({ "error": reason, "message": message, "missing": missing });
+    let mut response = (StatusCode::FORBIDDEN, Json(body)).into_response();
+    if let Some(value) = missing.as_deref().and_then(|m| HeaderValue::from_str(m).ok()) {
+        response.headers_mut().insert("x-patgate-missing-permission", value);
+    }
+    response
+}
+
+/// Whether a deny reason is a credential problem (for callers that map statuses).
+pub fn is_credential_problem(reason: DenyReason) -> bool {
+    reason.status() == 401
+}

@@ -1,0 +1,6 @@
+//! The HTTP routes, one module per area.
+
+pub mod admin;
+pub mod decision;
+pub mod health;
+pub mod tokens;

@@ -1,0 +1,260 @@
+//! The service's shared state: the engine's index, kept current from the store's change
+//! log, and what every handler needs.
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, RwLock, RwLockReadGuard},
+};
+
+use patgate_core::{
+    DigestKey, Directory, Engine, GroupId, Index, MembershipTarget, ProjectId, Resources, Timestamp, TokenFormat,
+    TokenId, UserId, UserState, catalog::Catalog, net::IpNet,
+};
+use patgate_store::{Change, Settings, SqlStore, Store, StoreError};
+use tokio::sync::Mutex;
+
+use crate::{error::ApiError, metrics::Metrics};
+
+/// Where "now" comes from: the wall clock in production, a fixed instant in tests.
+#[derive(Clone)]
+pub enum Clock {
+    System,
+    Fixed(Arc<std::sync::atomic::AtomicI64>),
+}
+
+impl Clock {
+    /// The current instant.
+    pub fn now(&self) -> Timestamp {
+        match self {
+            Clock::System => Timestamp(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
+                    .unwrap_or(0),
+            ),
+            Clock::Fixed(seconds) => Timestamp(seconds.load(std::sync::atomic::Ordering::SeqCst)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Clock::System => "Clock::System",
+            Clock::Fixed(_) => "Clock::Fixed",
+        })
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct Shared {
+    engine: RwLock<Engine>,
+    pub catalog: Catalog,
+    pub store: SqlStore,
+    settings: RwLock<Settings>,
+    // The last change applied to the index; held while applying, so changes apply in order.
+    applied: Mutex<i64>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub metrics: Metrics,
+    pub clock: Clock,
+}
+
+/// The handle handlers receive.
+pub type AppState = Arc<Shared>;
+
+/// Builds the index from a store snapshot.
+async fn load_index(store: &SqlStore) -> Result<(Index, i64), StoreError> {
+    let snapshot = store.snapshot().await?;
+    let mut index = Index::new();
+    let directory = &mut index.directory;
+    directory.reserve(snapshot.users.len(), snapshot.groups.len(), snapshot.projects.len());
+    let corrupt = |error: patgate_core::DirectoryError| StoreError::Corrupt(error.to_string());
+    for user in &snapshot.users {
+        directory.upsert_user(user.id, &user.username, user.state, user.admin).map_err(corrupt)?;
+    }
+    for group in &snapshot.groups {
+        directory.insert_group(group.id, &group.full_path, group.visibility).map_err(corrupt)?;
+    }
+    for project in &snapshot.projects {
+        directory.insert_project(project.id, &project.full_path, project.visibility).map_err(corrupt)?;
+    }
+    for membership in &snapshot.memberships {
+        // A membership on a removed group or project no longer counts.
+        let _ignored = directory.set_membership(membership.user, membership.target, membership.role);
+    }
+    directory.shrink_to_fit();
+    index.reserve_tokens(snapshot.tokens.len());
+    for (digest, record) in snapshot.tokens {
+        index.insert_token(digest, record).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    }
+    Ok((index, snapshot.sequence))
+}
+
+impl Shared {
+    /// Loads the index and settings from the store.
+    pub async fn load(
+        store: SqlStore,
+        resources: Resources,
+        catalog: Catalog,
+        key: DigestKey,
+        trusted_proxies: Vec<IpNet>,
+        clock: Clock,
+    ) -> Result<Shared, ApiError> {
+        let settings = store.settings().await?;
+        let format = TokenFormat::new(&settings.token_prefix).map_err(|error| ApiError::Internal(error.to_string()))?;
+        let (index, sequence) = load_index(&store).await?;
+        Ok(Shared {
+            engine: RwLock::new(Engine { resources, index, format, key }),
+            catalog,
+            store,
+            settings: RwLock::new(settings),
+            applied: Mutex::new(sequence),
+            trusted_proxies,
+            metrics: Metrics::default(),
+            clock,
+        })
+    }
+
+    /// Read access to the engine. Never held across an `.await`.
+    pub fn engine(&self) -> RwLockReadGuard<'_, Engine> {
+        self.engine.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn with_engine<T>(&self, change: impl FnOnce(&mut Engine) -> T) -> T {
+        let mut engine = self.engine.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(&mut engine)
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> Settings {
+        self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// A copy of the directory, to validate a change against before writing it.
+    pub fn directory(&self) -> Directory {
+        self.engine().index.directory.clone()
+    }
+
+    /// The last change applied.
+    pub async fn applied_sequence(&self) -> i64 {
+        *self.applied.lock().await
+    }
+
+    /// Applies every change after the last applied one, in order. Called after each
+    /// write of this replica and whenever another replica's change is heard of.
+    pub async fn catch_up(&self) -> Result<usize, StoreError> {
+        let mut applied = self.applied.lock().await;
+        let mut count = 0;
+        loop {
+            let changes = self.store.changes_since(*applied, 1000).await?;
+            if changes.is_empty() {
+                return Ok(count);
+            }
+            for (sequence, change) in changes {
+                self.apply(&change).await?;
+                *applied = sequence;
+                count += 1;
+            }
+        }
+    }
+
+    /// Re-reads the current state of what `change` names and puts it in the index.
+    async fn apply(&self, change: &Change) -> Result<(), StoreError> {
+        match *change {
+            Change::User { id } => {
+                if let Some(user) = self.store.user(UserId(id)).await? {
+                    self.with_engine(|engine| {
+                        engine.index.directory.upsert_user(user.id, &user.username, user.state, user.admin)
+                    })
+                    .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                }
+            }
+            Change::Group { id } => {
+                let row = self.store.group(GroupId(id)).await?;
+                self.with_engine(|engine| {
+                    let directory = &mut engine.index.directory;
+                    match row {
+                        Some(row) if directory.group(row.id).is_some() => {
+                            directory.set_group_visibility(row.id, row.visibility)
+                        }
+                        Some(row) => directory.insert_group(row.id, &row.full_path, row.visibility),
+                        None => directory.remove_group(GroupId(id)),
+                    }
+                })
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+            }
+            Change::Project { id } => {
+                let row = self.store.project(ProjectId(id)).await?;
+                self.with_engine(|engine| {
+                    let directory = &mut engine.index.directory;
+                    match row {
+                        Some(row) => match directory.project(row.id).map(|p| p.full_path.to_string()) {
+                            Some(path) => {
+                                if path != row.full_path.to_ascii_lowercase() {
+                                    let namespace = row.full_path.rsplit_once('/').map_or("", |(ns, _)| ns);
+                                    directory.move_project(row.id, namespace)?;
+                                }
+                                directory.set_project_visibility(row.id, row.visibility)
+                            }
+                            None => directory.insert_project(row.id, &row.full_path, row.visibility),
+                        },
+                        None => directory.remove_project(ProjectId(id)),
+                    }
+                })
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+            }
+            Change::Membership { user, group, project } => {
+                let target = match (group, project) {
+                    (Some(group), _) => MembershipTarget::Group(GroupId(group)),
+                    (None, Some(project)) => MembershipTarget::Project(ProjectId(project)),
+                    (None, None) => return Ok(()),
+                };
+                let role = self.store.membership(UserId(user), target).await?;
+                self.with_engine(|engine| {
+                    let directory = &mut engine.index.directory;
+                    match role {
+                        Some(role) => directory.set_membership(UserId(user), target, role),
+                        None => directory.remove_membership(UserId(user), target).map(|_| ()),
+                    }
+                })
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+            }
+            Change::Token { id } => {
+                if let Some((digest, row)) = self.store.token_with_digest(TokenId(id)).await? {
+                    let record = row.record();
+                    self.with_engine(|engine| {
+                        let index = &mut engine.index;
+                        if index.token(record.id).is_some() {
+                            if record.revoked {
+                                index.revoke(record.id)?;
+                            }
+                            index.set_expiry(record.id, record.expires_at)
+                        } else {
+                            index.insert_token(digest, record)
+                        }
+                    })
+                    .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                }
+            }
+            Change::Settings => {
+                let settings = self.store.settings().await?;
+                if let Ok(format) = TokenFormat::new(&settings.token_prefix) {
+                    self.with_engine(|engine| engine.format = format);
+                }
+                *self.settings.write().unwrap_or_else(std::sync::PoisonError::into_inner) = settings;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a connection from `peer` may set the forwarded-request headers.
+    pub fn trusts_proxy(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(peer))
+    }
+}
+
+/// Whether a user state lets the user act.
+pub fn is_active(state: UserState) -> bool {
+    state == UserState::Active
+}
