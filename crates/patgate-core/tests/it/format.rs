@@ -142,7 +142,11 @@ fn prefixes_and_kinds_are_checked() {
     assert!(acme.parse(token.expose_secret()).is_ok());
     // A malformed instance prefix is refused.
     for bad in ["ACME-", "ac me-", "a_b-", "-"] {
-        assert_eq!(acme.parse(&format!("{bad}{}", token.expose_secret())).unwrap_err(), TokenParseError::Prefix, "{bad}");
+        assert_eq!(
+            acme.parse(&format!("{bad}{}", token.expose_secret())).unwrap_err(),
+            TokenParseError::Prefix,
+            "{bad}"
+        );
     }
     assert_eq!(plain.parse("pgpat-short").unwrap_err(), TokenParseError::Length);
     assert_eq!(plain.parse("glpat-0123456789012345678901234567890123456").unwrap_err(), TokenParseError::Prefix);
