@@ -2,6 +2,7 @@
 
 #![expect(clippy::unwrap_used, reason = "a test fails by panicking on an unexpected error")]
 
+mod endpoints;
 mod format;
 mod properties;
 mod table;
