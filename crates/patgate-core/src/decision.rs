@@ -10,7 +10,7 @@ use crate::{
     directory::{Directory, GroupId, Locator, ProjectId, User, UserId, UserLocator, Visibility},
     index::TokenLookup,
     resource::{Action, BoundaryKind, Permission, Resources, RoleRow},
-    role::Requirement,
+    role::{Requirement, Role},
     scope::{LegacyScope, ScopeSet},
     time::Timestamp,
     token::{Authority, DigestKey, TokenFormat, TokenId, TokenParseError, TokenRecord},
@@ -392,7 +392,7 @@ fn judge(
 
     // §3.7 the owner's live role.
     for &permission in permissions {
-        role_allows(resources, directory, owner, &boundary, permission)?;
+        role_allows(resources, owner, &boundary, permission)?;
     }
     Ok(basis)
 }
@@ -401,6 +401,8 @@ fn judge(
 struct Resolved<'d> {
     resolved: Boundary,
     target: Target<'d>,
+    // The owner's role in the project or group, computed once per decision.
+    role: Option<Role>,
 }
 
 enum Target<'d> {
@@ -413,8 +415,8 @@ enum Target<'d> {
 impl Resolved<'_> {
     fn covered_by(&self, directory: &Directory, owner: &User, reach: &crate::grant::Reach) -> bool {
         match self.target {
-            Target::Project(project) => reach.covers_project(directory, owner, project),
-            Target::Group(group) => reach.covers_group(directory, owner, group.id),
+            Target::Project(project) => reach.covers_project_given(directory, owner, project, self.role),
+            Target::Group(group) => reach.covers_group_given(directory, owner, group.id, self.role),
             Target::User(user) => reach.covers_user(owner, user),
             Target::Instance => reach.covers_instance(),
         }
@@ -435,22 +437,31 @@ fn resolve<'d>(directory: &'d Directory, owner: &User, boundary: BoundaryRef<'_>
     match boundary {
         BoundaryRef::Project(locator) => {
             let project = directory.resolve_project(locator)?;
-            directory
-                .can_see_project(owner, project)
-                .then_some(Resolved { resolved: Boundary::Project(project.id), target: Target::Project(project) })
+            let role = directory.role_in_project(owner, project);
+            Directory::can_see_project_given(owner, project, || role).then_some(Resolved {
+                resolved: Boundary::Project(project.id),
+                target: Target::Project(project),
+                role,
+            })
         }
         BoundaryRef::Group(locator) => {
             let group = directory.resolve_group(locator)?;
-            directory
-                .can_see_group(owner, group)
-                .then_some(Resolved { resolved: Boundary::Group(group.id), target: Target::Group(group) })
+            let role = directory.role_in_group(owner, group.id);
+            directory.can_see_group_given(owner, group, role).then_some(Resolved {
+                resolved: Boundary::Group(group.id),
+                target: Target::Group(group),
+                role,
+            })
         }
         BoundaryRef::User(locator) => {
             let user = directory.resolve_user(locator, owner.id)?;
-            (user.state != crate::directory::UserState::Deleted || owner.admin)
-                .then_some(Resolved { resolved: Boundary::User(user.id), target: Target::User(user) })
+            (user.state != crate::directory::UserState::Deleted || owner.admin).then_some(Resolved {
+                resolved: Boundary::User(user.id),
+                target: Target::User(user),
+                role: None,
+            })
         }
-        BoundaryRef::Instance => Some(Resolved { resolved: Boundary::Instance, target: Target::Instance }),
+        BoundaryRef::Instance => Some(Resolved { resolved: Boundary::Instance, target: Target::Instance, role: None }),
     }
 }
 
@@ -470,7 +481,6 @@ fn anonymous_may(resources: &Resources, boundary: &Resolved<'_>, permissions: &[
 
 fn role_allows(
     resources: &Resources,
-    directory: &Directory,
     owner: &User,
     boundary: &Resolved<'_>,
     permission: Permission,
@@ -496,12 +506,11 @@ fn role_allows(
             _ => too_low,
         },
         Requirement::Member(role) => {
-            let actual = match boundary.target {
-                Target::Project(project) => directory.role_in_project(owner, project),
-                Target::Group(group) => directory.role_in_group(owner, group.id),
-                Target::User(_) | Target::Instance => None,
-            };
-            if actual.is_some_and(|actual| actual >= role) || as_outsider() { Ok(()) } else { too_low }
+            if boundary.role.is_some_and(|actual| actual >= role) || as_outsider() {
+                Ok(())
+            } else {
+                too_low
+            }
         }
     }
 }

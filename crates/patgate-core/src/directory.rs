@@ -642,24 +642,35 @@ impl Directory {
 
     /// Whether `user` may see `project` at all (else it is answered as not found).
     pub fn can_see_project(&self, user: &User, project: &Project) -> bool {
+        Directory::can_see_project_given(user, project, || self.role_in_project(user, project))
+    }
+
+    /// [`Directory::can_see_project`] with the user's role computed by the caller (only
+    /// asked for when it matters).
+    pub fn can_see_project_given(user: &User, project: &Project, role: impl FnOnce() -> Option<Role>) -> bool {
         user.admin
             || match project.visibility {
                 Visibility::Public => true,
                 Visibility::Internal => user.is_active(),
-                Visibility::Private => self.role_in_project(user, project).is_some(),
+                Visibility::Private => role().is_some(),
             }
     }
 
     /// Whether `user` may see `group` at all: admins, public and internal groups, members
     /// of the group or an ancestor, and members of anything inside it.
     pub fn can_see_group(&self, user: &User, group: &Group) -> bool {
+        self.can_see_group_given(user, group, self.role_in_group(user, group.id))
+    }
+
+    /// [`Directory::can_see_group`] with the user's role in the group already known.
+    pub fn can_see_group_given(&self, user: &User, group: &Group, role: Option<Role>) -> bool {
         if user.admin || group.visibility == Visibility::Public {
             return true;
         }
         if group.visibility == Visibility::Internal && user.is_active() {
             return true;
         }
-        if self.role_in_group(user, group.id).is_some() {
+        if role.is_some() {
             return true;
         }
         user.memberships().any(|(target, _)| match target {

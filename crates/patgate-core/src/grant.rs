@@ -5,6 +5,7 @@ use std::{fmt, str::FromStr};
 use crate::{
     directory::{Directory, GroupId, MembershipTarget, Namespace, Project, ProjectId, User},
     resource::{BoundaryKind, PermissionSet},
+    role::Role,
 };
 
 /// Where a grant applies.
@@ -89,9 +90,20 @@ impl Reach {
 
     /// Whether the reach covers `project` for `owner`, through the live hierarchy.
     pub fn covers_project(&self, directory: &Directory, owner: &User, project: &Project) -> bool {
+        self.covers_project_given(directory, owner, project, directory.role_in_project(owner, project))
+    }
+
+    /// [`Reach::covers_project`] with the owner's role in the project already known.
+    pub fn covers_project_given(
+        &self,
+        directory: &Directory,
+        owner: &User,
+        project: &Project,
+        owner_role: Option<Role>,
+    ) -> bool {
         match self {
             Reach::PersonalProjects => project.namespace == Namespace::User(owner.id),
-            Reach::AllMemberships => owner.admin || directory.role_in_project(owner, project).is_some(),
+            Reach::AllMemberships => owner.admin || owner_role.is_some(),
             Reach::Selected { projects, groups } => {
                 projects.contains(&project.id)
                     || (!groups.is_empty() && groups.iter().any(|g| directory.group_contains_project(*g, project)))
@@ -102,8 +114,19 @@ impl Reach {
 
     /// Whether the reach covers `group` for `owner`, through the live hierarchy.
     pub fn covers_group(&self, directory: &Directory, owner: &User, group: GroupId) -> bool {
+        self.covers_group_given(directory, owner, group, directory.role_in_group(owner, group))
+    }
+
+    /// [`Reach::covers_group`] with the owner's role in the group already known.
+    pub fn covers_group_given(
+        &self,
+        directory: &Directory,
+        owner: &User,
+        group: GroupId,
+        owner_role: Option<Role>,
+    ) -> bool {
         match self {
-            Reach::AllMemberships => owner.admin || directory.role_in_group(owner, group).is_some(),
+            Reach::AllMemberships => owner.admin || owner_role.is_some(),
             Reach::Selected { groups, .. } => groups.iter().any(|g| directory.group_contains_group(*g, group)),
             Reach::PersonalProjects | Reach::User | Reach::Instance => false,
         }

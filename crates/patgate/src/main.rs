@@ -1,5 +1,6 @@
 //! The `patgate` command.
 
+mod client;
 mod serve;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -19,12 +20,31 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, clap::Args)]
+struct WithConnection<C: clap::Subcommand> {
+    #[command(flatten)]
+    connection: client::Connection,
+    #[command(subcommand)]
+    command: C,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the service: decision API, forward auth, management API.
     Serve(serve::ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(serve::DatabaseArgs),
+    /// Manage tokens on a running server (token in PATGATE_TOKEN).
+    Token(WithConnection<client::TokenCommand>),
+    /// Explain what the server decides for a request with the token in PATGATE_TOKEN.
+    Decide {
+        #[command(flatten)]
+        connection: client::Connection,
+        #[command(flatten)]
+        args: client::DecideArgs,
+    },
+    /// Administer a running server (token in PATGATE_TOKEN).
+    Admin(WithConnection<client::AdminCommand>),
     /// The endpoint catalog: generated reference and coverage.
     Catalog {
         #[command(subcommand)]
@@ -71,6 +91,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(serve::migrate(args))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Token(WithConnection { connection, command }) => client::token(&connection, command),
+        Command::Decide { connection, args } => client::decide(&connection, args),
+        Command::Admin(WithConnection { connection, command }) => client::admin(&connection, command),
         Command::Catalog { command } => {
             let resources = Resources::builtin().context("loading the resource table")?;
             let catalog = Catalog::builtin(&resources).context("loading the endpoint catalog")?;

@@ -49,13 +49,25 @@ pub const MAX_INSTANCE_PREFIX: usize = 20;
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-fn base62_value(byte: u8) -> Option<u64> {
-    match byte {
-        b'0'..=b'9' => Some(u64::from(byte - b'0')),
-        b'A'..=b'Z' => Some(u64::from(byte - b'A') + 10),
-        b'a'..=b'z' => Some(u64::from(byte - b'a') + 36),
-        _ => None,
+// Each byte's base62 value, or 0x80 for a byte outside the alphabet: one table lookup per
+// character, and the whole body checked without a branch per character.
+const BASE62_VALUES: [u8; 256] = {
+    let mut table = [0x80_u8; 256];
+    let mut index = 0;
+    while index < 62 {
+        table[BASE62[index] as usize] = index as u8;
+        index += 1;
     }
+    table
+};
+
+fn base62_value(byte: u8) -> Option<u64> {
+    let value = BASE62_VALUES[usize::from(byte)];
+    (value & 0x80 == 0).then_some(u64::from(value))
+}
+
+fn all_base62(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0_u8, |seen, byte| seen | BASE62_VALUES[usize::from(*byte)]) & 0x80 == 0
 }
 
 fn encode_checksum(checksum: u32) -> [u8; CHECKSUM_CHARS] {
@@ -208,7 +220,7 @@ impl TokenFormat {
         if body.len() != RANDOM_CHARS + CHECKSUM_CHARS {
             return Err(TokenParseError::Length);
         }
-        if !body.iter().all(u8::is_ascii_alphanumeric) {
+        if !all_base62(body) {
             return Err(TokenParseError::Character);
         }
         let split = text.len() - CHECKSUM_CHARS;
