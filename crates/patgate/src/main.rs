@@ -1,6 +1,7 @@
 //! The `patgate` command.
 
 mod client;
+mod config;
 mod serve;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -33,7 +34,9 @@ enum Command {
     /// Run the service: decision API, forward auth, management API.
     Serve(serve::ServeArgs),
     /// Apply pending database migrations and exit.
-    Migrate(serve::DatabaseArgs),
+    Migrate(config::Overrides),
+    /// Load and check the configuration, print the effective values (secrets redacted).
+    CheckConfig(config::Overrides),
     /// Manage tokens on a running server (token in PATGATE_TOKEN).
     Token(WithConnection<client::TokenCommand>),
     /// Explain what the server decides for a request with the token in PATGATE_TOKEN.
@@ -89,6 +92,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate(args) => {
             runtime()?.block_on(serve::migrate(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig(overrides) => {
+            let config = serve::check_config(overrides)?;
+            print(&format!("{config:#?}\nconfiguration OK\n"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(WithConnection { connection, command }) => client::token(&connection, command),

@@ -2,26 +2,18 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
+use crate::config::{Config, Overrides};
+
 use anyhow::{Context, bail};
-use patgate_core::{Resources, catalog::Catalog, net::IpNet};
+use patgate_core::{Resources, catalog::Catalog};
 use patgate_server::{Clock, Shared, bootstrap};
 use patgate_store::{Actor, Audit, SqlStore, Store};
 
 /// Options of `patgate serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080", env = "PATGATE_LISTEN")]
-    pub listen: SocketAddr,
     #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// File holding the instance secret that keys token digests (created on first start).
-    /// Every replica on one database needs the same secret.
-    #[arg(long, default_value = "patgate.key", env = "PATGATE_SECRET_KEY_FILE")]
-    pub secret_key_file: PathBuf,
-    /// Addresses allowed to send X-Forwarded-* / X-Original-* headers to forward auth.
-    #[arg(long = "trusted-proxy", default_values = ["127.0.0.0/8", "::1"], env = "PATGATE_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<String>,
+    pub config: Overrides,
     /// Seed an example organisation and print a few ready tokens.
     #[arg(long)]
     pub demo: bool,
@@ -30,36 +22,37 @@ pub struct ServeArgs {
     pub bootstrap_token_file: Option<PathBuf>,
 }
 
-/// Where the database is.
-#[derive(Debug, clap::Args)]
-pub struct DatabaseArgs {
-    /// `sqlite://FILE` (created on first start) or `postgres://…`.
-    #[arg(long, default_value = "sqlite://patgate.db", env = "PATGATE_DATABASE_URL")]
-    pub database_url: String,
-}
-
 /// `patgate migrate`: apply pending migrations and exit.
-pub async fn migrate(database: DatabaseArgs) -> anyhow::Result<()> {
+pub async fn migrate(overrides: Overrides) -> anyhow::Result<()> {
+    let config = Config::load(&overrides)?;
     let resources = Arc::new(Resources::builtin()?);
-    SqlStore::connect(&database.database_url, resources).await.context("migrating the database")?;
+    SqlStore::connect(&config.database_url, resources).await.context("migrating the database")?;
     eprintln!("patgate: the database schema is current");
     Ok(())
 }
 
+/// `patgate check-config`: load and check the configuration, print it (secrets redacted).
+pub fn check_config(overrides: Overrides) -> anyhow::Result<Config> {
+    let config = Config::load(&overrides)?;
+    Resources::builtin().context("the built-in resource table")?;
+    let resources = Resources::builtin()?;
+    Catalog::builtin(&resources).context("the built-in endpoint catalog")?;
+    if config.secret_key_file.exists() {
+        bootstrap::load_or_create_key(&config.secret_key_file).map_err(anyhow::Error::msg)?;
+    }
+    Ok(config)
+}
+
 /// `patgate serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    tracing::info!(?config, "starting");
     let resources = Resources::builtin().context("loading the resource table")?;
     let catalog = Catalog::builtin(&resources).context("loading the endpoint catalog")?;
-    let trusted_proxies = args
-        .trusted_proxies
-        .iter()
-        .map(|text| text.parse::<IpNet>().map_err(anyhow::Error::from))
-        .collect::<anyhow::Result<Vec<_>>>()
-        .context("--trusted-proxy")?;
-    let store = SqlStore::connect(&args.database.database_url, Arc::new(resources.clone()))
-        .await
-        .context("opening the database")?;
-    let key = bootstrap::load_or_create_key(&args.secret_key_file).map_err(anyhow::Error::msg)?;
+    let trusted_proxies = config.trusted_proxies.clone();
+    let store =
+        SqlStore::connect(&config.database_url, Arc::new(resources.clone())).await.context("opening the database")?;
+    let key = bootstrap::load_or_create_key(&config.secret_key_file).map_err(anyhow::Error::msg)?;
     let fingerprint = key.fingerprint();
     let shared = Arc::new(Shared::load(store, resources, catalog, key, trusted_proxies, Clock::System).await?);
 
@@ -73,7 +66,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bail!(
             "{} is not the secret this database's tokens were made with (fingerprint {} expected); \
              use the right secret file or every token would stop working",
-            args.secret_key_file.display(),
+            config.secret_key_file.display(),
             settings.key_fingerprint
         );
     }
@@ -100,9 +93,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
-    tokio::spawn(patgate_server::replica::follow(shared.clone(), args.database.database_url.clone()));
+    tokio::spawn(patgate_server::replica::follow(shared.clone(), config.database_url.clone()));
     let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, backend = shared.store.backend().name(), "patgate is serving");
     eprintln!("patgate: serving on http://{address}");
