@@ -1,0 +1,203 @@
+//! The route table: the router and the OpenAPI document are both built from it, so the
+//! document cannot drift from what is served.
+
+use axum::routing::{MethodRouter, delete, get, post, put};
+use serde_json::{Value, json};
+
+use crate::{
+    routes::{admin, decision, health, tokens},
+    state::AppState,
+};
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No credentials.
+    Open,
+    /// The token in the request (any valid token allowed the route's permission).
+    Token,
+    /// An administrator's token.
+    Admin,
+}
+
+/// One route of the service.
+#[derive(Debug)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub access: Access,
+    /// The request body's schema name in `components.schemas`.
+    pub request: Option<&'static str>,
+    /// The success status and its body's schema name.
+    pub response: (u16, Option<&'static str>),
+    pub handler: fn() -> MethodRouter<AppState>,
+}
+
+macro_rules! route {
+    ($method:literal $path:literal, $summary:literal, $access:ident, $request:expr, $status:literal $response:expr, $handler:expr) => {
+        Route {
+            method: $method,
+            path: $path,
+            summary: $summary,
+            access: Access::$access,
+            request: $request,
+            response: ($status, $response),
+            handler: || $handler,
+        }
+    };
+}
+
+/// Every route, in the order the OpenAPI document lists them.
+pub const ROUTES: &[Route] = &[
+    route!("GET" "/healthz", "Liveness: the process answers.", Open, None, 200 None, get(health::healthz)),
+    route!("GET" "/readyz", "Readiness: the database answers.", Open, None, 200 None, get(health::readyz)),
+    route!("GET" "/metrics", "Prometheus metrics: decisions by result and reason, latency.", Open, None, 200 None, get(health::metrics)),
+    route!("GET" "/api/v1/openapi.json", "This document.", Open, None, 200 None, get(openapi)),
+    route!("POST" "/api/v1/decide", "Decide a request and explain the answer (\"why was I denied?\").", Open, Some("DecideRequest"), 200 Some("DecideResponse"), post(decision::decide)),
+    route!("GET" "/api/v1/forward-auth", "Forward auth for nginx auth_request, Traefik ForwardAuth and Envoy ext_authz: 200 allows (X-Patgate-User, X-Patgate-Token-Id), 401 for missing or invalid credentials (WWW-Authenticate), 403 otherwise (X-Patgate-Missing-Permission).", Open, None, 200 None, get(decision::forward_auth)),
+    route!("POST" "/api/v1/user/personal_access_tokens", "Create a token for yourself (legacy: scopes; fine-grained: grants). The token is shown once.", Token, Some("CreateTokenRequest"), 201 Some("Token"), post(tokens::create_own)),
+    route!("POST" "/api/v1/users/{username}/personal_access_tokens", "Create a token for a user (administrators).", Admin, Some("CreateTokenRequest"), 201 Some("Token"), post(tokens::create_for_user)),
+    route!("GET" "/api/v1/personal_access_tokens", "List your tokens; administrators may add ?user=NAME (or * for all).", Token, None, 200 Some("TokenList"), get(tokens::list)),
+    route!("GET" "/api/v1/personal_access_tokens/self", "The token you are using.", Token, None, 200 Some("Token"), get(tokens::show_self)),
+    route!("POST" "/api/v1/personal_access_tokens/self/rotate", "Rotate the token you are using: a new secret, the old one revoked.", Token, None, 200 Some("Token"), post(tokens::rotate_self)),
+    route!("GET" "/api/v1/personal_access_tokens/{id}", "Show a token.", Token, None, 200 Some("Token"), get(tokens::show)),
+    route!("DELETE" "/api/v1/personal_access_tokens/{id}", "Revoke a token.", Token, None, 204 None, delete(tokens::revoke)),
+    route!("POST" "/api/v1/personal_access_tokens/{id}/rotate", "Rotate a token: a new secret with the same name and grants, the old one revoked.", Token, None, 200 Some("Token"), post(tokens::rotate)),
+    route!("POST" "/api/v1/admin/directory/import", "Import users, groups, projects and memberships: idempotent, all or nothing.", Admin, Some("ImportRequest"), 200 Some("ImportResponse"), post(admin::import)),
+    route!("POST" "/api/v1/admin/users", "Create a user.", Admin, Some("User"), 201 None, post(admin::create_user)),
+    route!("DELETE" "/api/v1/admin/users/{username}", "Delete a user: their tokens stop working.", Admin, None, 204 None, delete(admin::delete_user)),
+    route!("POST" "/api/v1/admin/users/{username}/block", "Block a user: their tokens are denied (owner_blocked).", Admin, None, 204 None, post(admin::block_user)),
+    route!("POST" "/api/v1/admin/users/{username}/unblock", "Unblock a user.", Admin, None, 204 None, post(admin::unblock_user)),
+    route!("POST" "/api/v1/admin/groups", "Create a group (its parent is the path's prefix).", Admin, Some("PathItem"), 201 None, post(admin::create_group)),
+    route!("POST" "/api/v1/admin/projects", "Create a project in a group or a user's namespace.", Admin, Some("PathItem"), 201 None, post(admin::create_project)),
+    route!("PUT" "/api/v1/admin/projects/{id}", "Move a project to another namespace and/or change its visibility.", Admin, Some("ProjectUpdate"), 200 None, put(admin::update_project)),
+    route!("PUT" "/api/v1/admin/memberships", "Add a membership or change its role.", Admin, Some("Membership"), 204 None, put(admin::set_membership)),
+    route!("DELETE" "/api/v1/admin/memberships", "Remove a membership.", Admin, Some("Membership"), 204 None, delete(admin::remove_membership)),
+    route!("GET" "/api/v1/admin/settings", "Instance settings.", Admin, None, 200 Some("Settings"), get(admin::get_settings)),
+    route!("PUT" "/api/v1/admin/settings", "Change instance settings (any subset of the fields).", Admin, Some("Settings"), 200 Some("Settings"), put(admin::put_settings)),
+];
+
+async fn openapi() -> axum::Json<Value> {
+    axum::Json(document())
+}
+
+fn string() -> Value {
+    json!({ "type": "string" })
+}
+
+fn strings() -> Value {
+    json!({ "type": "array", "items": { "type": "string" } })
+}
+
+fn schemas() -> Value {
+    let grant = json!({
+        "type": "object", "required": ["reach", "permissions"],
+        "properties": {
+            "reach": { "type": "string", "enum": ["personal_projects", "all_memberships", "selected", "user", "instance"] },
+            "projects": strings(), "groups": strings(),
+            "permissions": { "type": "object", "additionalProperties": { "type": "array", "items": { "type": "string", "enum": ["create", "read", "update", "delete"] } },
+                             "example": { "issue": ["read", "create"] } }
+        }
+    });
+    json!({
+        "Error": { "type": "object", "required": ["error", "message"], "properties": {
+            "error": string(), "message": string(), "reason": string(), "missing": string() } },
+        "DecideRequest": { "type": "object", "required": ["token", "method", "path"], "properties": {
+            "token": string(), "method": { "type": "string", "example": "PUT" },
+            "path": { "type": "string", "example": "/api/v4/projects/acme%2Fapi/merge_requests/7" },
+            "client_ip": string() } },
+        "DecideResponse": { "type": "object", "required": ["allowed", "status", "reason", "message"], "properties": {
+            "allowed": { "type": "boolean" }, "status": { "type": "integer", "enum": [200, 401, 403, 404] },
+            "reason": string(), "message": string(), "missing": { "type": "string", "example": "merge_request:update" },
+            "missing_label": { "type": "string", "example": "Merge Request: Update" },
+            "resource": string(), "action": string(),
+            "boundary": { "type": "object", "properties": { "kind": string(), "id": { "type": "integer" }, "path": string() } },
+            "token_id": { "type": "integer" }, "user": string(), "endpoint": string() } },
+        "Grant": grant,
+        "CreateTokenRequest": { "type": "object", "required": ["name"], "properties": {
+            "name": string(), "description": string(), "expires_at": { "type": "string", "format": "date" },
+            "scopes": strings(), "grants": { "type": "array", "items": { "$ref": "#/components/schemas/Grant" } },
+            "allowed_ips": strings() } },
+        "Token": { "type": "object", "required": ["id", "name", "kind", "created_at", "state"], "properties": {
+            "id": { "type": "integer" }, "name": string(), "description": string(),
+            "kind": { "type": "string", "enum": ["legacy", "fine_grained"] },
+            "token": { "type": "string", "description": "the secret, only in the response that creates or rotates it" },
+            "display_prefix": string(), "user": string(), "scopes": strings(),
+            "grants": { "type": "array", "items": { "$ref": "#/components/schemas/Grant" } },
+            "allowed_ips": strings(), "created_at": string(), "expires_at": string(), "revoked_at": string(),
+            "revoke_reason": string(), "state": { "type": "string", "enum": ["active", "expired", "revoked"] },
+            "last_used_at": string(), "family_id": { "type": "integer" }, "previous_id": { "type": "integer" } } },
+        "TokenList": { "type": "array", "items": { "$ref": "#/components/schemas/Token" } },
+        "User": { "type": "object", "required": ["username"], "properties": {
+            "username": string(), "name": string(), "admin": { "type": "boolean" },
+            "state": { "type": "string", "enum": ["active", "blocked", "deleted"] } } },
+        "PathItem": { "type": "object", "required": ["full_path"], "properties": {
+            "full_path": string(), "visibility": { "type": "string", "enum": ["private", "internal", "public"] } } },
+        "Membership": { "type": "object", "required": ["username", "target"], "properties": {
+            "username": string(), "target": string(),
+            "role": { "type": "string", "enum": ["guest", "planner", "reporter", "developer", "maintainer", "owner"] } } },
+        "ImportRequest": { "type": "object", "properties": {
+            "users": { "type": "array", "items": { "$ref": "#/components/schemas/User" } },
+            "groups": { "type": "array", "items": { "$ref": "#/components/schemas/PathItem" } },
+            "projects": { "type": "array", "items": { "$ref": "#/components/schemas/PathItem" } },
+            "memberships": { "type": "array", "items": { "$ref": "#/components/schemas/Membership" } } } },
+        "ImportResponse": { "type": "object", "properties": {
+            "users": { "type": "integer" }, "groups": { "type": "integer" }, "projects": { "type": "integer" }, "memberships": { "type": "integer" } } },
+        "ProjectUpdate": { "type": "object", "properties": { "namespace": string(), "visibility": string() } },
+        "Settings": { "type": "object", "properties": {
+            "max_lifetime_days": { "type": "integer", "minimum": 1, "maximum": 400 }, "expiry_required": { "type": "boolean" },
+            "legacy_tokens_allowed": { "type": "boolean" }, "token_prefix": string() } }
+    })
+}
+
+/// The OpenAPI 3.1 document of the service, built from [`ROUTES`].
+pub fn document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for route in ROUTES {
+        let mut operation = json!({
+            "summary": route.summary,
+            "operationId": format!("{}{}", route.method.to_ascii_lowercase(), route.path.replace(['/', '{', '}', '-', '.'], "_")),
+            "responses": {
+                route.response.0.to_string(): match route.response.1 {
+                    Some(schema) => json!({ "description": "success", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } }),
+                    None => json!({ "description": "success" }),
+                },
+                "4XX": { "description": "refused", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+            }
+        });
+        if route.access != Access::Open {
+            operation["security"] = json!([{ "privateToken": [] }, { "bearer": [] }]);
+        }
+        if route.access == Access::Admin {
+            operation["description"] = json!("Needs an administrator's token allowed the matching admin permission.");
+        }
+        if let Some(schema) = route.request {
+            operation["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
+        }
+        let parameters: Vec<Value> = route
+            .path
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        if !parameters.is_empty() {
+            operation["parameters"] = Value::Array(parameters);
+        }
+        let item = paths.entry(route.path.to_owned()).or_insert_with(|| json!({}));
+        item[route.method.to_ascii_lowercase()] = operation;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "patgate", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Fine-grained personal access tokens: the decision API, forward auth and token management." },
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {
+                "privateToken": { "type": "apiKey", "in": "header", "name": "PRIVATE-TOKEN" },
+                "bearer": { "type": "http", "scheme": "bearer" }
+            }
+        }
+    })
+}
