@@ -294,6 +294,11 @@ const CASES: &[Case] = &[
     needs("GET",    "/api/v4/projects/acme%2Fplatform%2Fapi/jobs/artifacts/main/download?job=build", "job_artifact:read", API),
     needs("DELETE", "/api/v4/projects/17/jobs/8812/artifacts",                  "job_artifact:delete", P17),
     needs("DELETE", "/api/v4/projects/17/artifacts",                            "job_artifact:delete", P17),
+    // GET /projects/:id/jobs/:job_id/artifacts/*artifact_path: the path keeps its slashes.
+    needs("GET",    "/api/v4/projects/17/jobs/8812/artifacts/dist/app/main.js", "job_artifact:read",   P17),
+    needs("GET",    "/api/v4/projects/17/jobs/artifacts/main/raw/coverage/index.html?job=test", "job_artifact:read", P17),
+    needs("PUT",    "/api/v4/projects/17/packages/maven/com/acme/app/1.0/app-1.0.jar", "package_registry:create", P17),
+    needs("GET",    "/api/v4/projects/17/releases/v1.0/downloads/bin/linux/app.tar.gz", "release:read", P17),
 
     // ── CI/CD variables (project_level_variables.md, group_level_variables.md,
     //    instance_level_ci_variables.md) ──────────────────────────────────────────────────
