@@ -294,6 +294,11 @@ const CASES: &[Case] = &[
     needs("GET",    "/api/v4/projects/acme%2Fplatform%2Fapi/jobs/artifacts/main/download?job=build", "job_artifact:read", API),
     needs("DELETE", "/api/v4/projects/17/jobs/8812/artifacts",                  "job_artifact:delete", P17),
     needs("DELETE", "/api/v4/projects/17/artifacts",                            "job_artifact:delete", P17),
+    // Cross-project lists (issues.md#list-issues, merge_requests.md#list-merge-requests):
+    // only the caller's user reach opens them.
+    needs("GET",    "/api/v4/issues?state=opened&scope=assigned_to_me",          "issue:read",          ME),
+    needs("GET",    "/api/v4/issues_statistics",                                "issue:read",          ME),
+    needs("GET",    "/api/v4/merge_requests?scope=created_by_me",               "merge_request:read",  ME),
     // GET /projects/:id/jobs/:job_id/artifacts/*artifact_path: the path keeps its slashes.
     needs("GET",    "/api/v4/projects/17/jobs/8812/artifacts/dist/app/main.js", "job_artifact:read",   P17),
     needs("GET",    "/api/v4/projects/17/jobs/artifacts/main/raw/coverage/index.html?job=test", "job_artifact:read", P17),
