@@ -670,7 +670,7 @@ impl<'a> MixContext<'a> {
         let from_grant = match record.map(|record| &record.authority) {
             Some(Authority::FineGrained(grants)) if rng.chance(600) => rng
                 .pick(grants)
-                .and_then(|grant| rng.pick(grant.permissions.entries()).copied())
+                .and_then(|grant| rng.pick(&grant.permissions.entries().collect::<Vec<_>>()).copied())
                 .and_then(|(resource, actions)| {
                     let actions: Vec<Action> = actions.iter().collect();
                     let action = *rng.pick(&actions)?;

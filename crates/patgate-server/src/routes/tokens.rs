@@ -117,10 +117,9 @@ pub fn token_response(shared: &Shared, row: &TokenRow, secret: Option<String>, n
                             permissions: grant
                                 .permissions
                                 .entries()
-                                .iter()
                                 .map(|(resource, actions)| {
                                     (
-                                        engine.resources.name(*resource).to_owned(),
+                                        engine.resources.name(resource).to_owned(),
                                         actions.iter().map(|a| a.name().to_owned()).collect(),
                                     )
                                 })
