@@ -8,7 +8,7 @@ use std::{
 
 use patgate_core::{
     DigestKey, Directory, Engine, GroupId, Index, MembershipTarget, ProjectId, Resources, Timestamp, TokenFormat,
-    TokenId, UserId, UserState, catalog::Catalog, net::IpNet,
+    TokenId, UserId, catalog::Catalog, net::IpNet,
 };
 use patgate_store::{Change, Settings, SqlStore, Store, StoreError};
 use tokio::sync::Mutex;
@@ -106,6 +106,29 @@ impl Shared {
         let (index, sequence) = load_index(&store).await?;
         Ok(Shared {
             engine: RwLock::new(Engine { resources, index, format, key }),
+            catalog,
+            store,
+            settings: RwLock::new(settings),
+            applied: Mutex::new(sequence),
+            trusted_proxies,
+            metrics: Metrics::default(),
+            clock,
+        })
+    }
+
+    /// State around an index built elsewhere (benchmarks load a synthetic world this way);
+    /// changes already in the store's log are taken as applied.
+    pub async fn with_engine_index(
+        store: SqlStore,
+        engine: Engine,
+        catalog: Catalog,
+        trusted_proxies: Vec<IpNet>,
+        clock: Clock,
+    ) -> Result<Shared, ApiError> {
+        let settings = store.settings().await?;
+        let sequence = store.changes_since(0, u32::MAX).await?.last().map_or(0, |(sequence, _)| *sequence);
+        Ok(Shared {
+            engine: RwLock::new(engine),
             catalog,
             store,
             settings: RwLock::new(settings),
@@ -252,9 +275,4 @@ impl Shared {
     pub fn trusts_proxy(&self, peer: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(peer))
     }
-}
-
-/// Whether a user state lets the user act.
-pub fn is_active(state: UserState) -> bool {
-    state == UserState::Active
 }
