@@ -1,12 +1,53 @@
 //! Credentials on a request, and the capability a handler receives once the engine has
 //! allowed the call.
 
-use axum::http::{HeaderMap, header};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::{HeaderMap, header, request::Parts},
+};
 use patgate_core::{
     BoundaryRef, DenyReason, Permission, Request, Surface, TokenRecord, UserId, decide, decision::Operation,
 };
 
-use crate::{error::ApiError, state::Shared};
+use crate::{
+    error::ApiError,
+    state::{AppState, Shared},
+};
+
+/// What a management request presents: its headers and the client's address (the peer,
+/// or the first `X-Forwarded-For` entry when the peer is a trusted proxy).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub headers: HeaderMap,
+    pub client_ip: Option<IpAddr>,
+}
+
+/// The client's address: the first `X-Forwarded-For` (or `X-Real-IP`) entry when `peer` is
+/// a trusted proxy, else the peer itself.
+pub fn client_address(shared: &Shared, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
+    let forwarded = || {
+        let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+        header("x-forwarded-for")
+            .and_then(|list| list.split(',').next())
+            .or_else(|| header("x-real-ip"))
+            .and_then(|ip| ip.trim().parse().ok())
+    };
+    match peer {
+        Some(peer) if shared.trusts_proxy(peer) => forwarded().or(Some(peer)),
+        other => other,
+    }
+}
+
+impl FromRequestParts<AppState> for Credentials {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        Ok(Credentials { client_ip: client_address(state, &parts.headers, peer), headers: parts.headers.clone() })
+    }
+}
 
 /// Finds the token a request presents: `PRIVATE-TOKEN`, `Authorization: Bearer`, the
 /// password of `Authorization: Basic`, or the `private_token` / `access_token` query
@@ -90,13 +131,13 @@ pub fn deny_error(shared: &Shared, reason: DenyReason) -> ApiError {
 /// `boundary` by the same engine that decides for the guarded APIs.
 pub fn authorize(
     shared: &Shared,
-    headers: &HeaderMap,
+    credentials: &Credentials,
     permissions: &[Permission],
     boundary: BoundaryRef<'_>,
     on_own_token: bool,
     read_only: bool,
 ) -> Result<Caller, ApiError> {
-    let presented = presented_token(headers, None).ok_or_else(|| ApiError::Unauthenticated {
+    let presented = presented_token(&credentials.headers, None).ok_or_else(|| ApiError::Unauthenticated {
         reason: "missing_token",
         message: "No token: send it as `PRIVATE-TOKEN: <token>` or `Authorization: Bearer <token>`.".to_owned(),
     })?;
@@ -115,7 +156,7 @@ pub fn authorize(
         read_only,
         surface: Surface::Api,
         on_own_token,
-        client_ip: None,
+        client_ip: credentials.client_ip,
     };
     let decision = decide(&engine.resources, &engine.index.directory, token, &request, now);
     let owner = engine.index.directory.user(token.owner).map(|user| (user.username.to_string(), user.admin));
@@ -129,8 +170,8 @@ pub fn authorize(
 }
 
 /// Authenticates without a permission check, for endpoints open to every valid token.
-pub fn authenticate_only(shared: &Shared, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let presented = presented_token(headers, None).ok_or_else(|| ApiError::Unauthenticated {
+pub fn authenticate_only(shared: &Shared, credentials: &Credentials) -> Result<Caller, ApiError> {
+    let presented = presented_token(&credentials.headers, None).ok_or_else(|| ApiError::Unauthenticated {
         reason: "missing_token",
         message: "No token: send it as `PRIVATE-TOKEN: <token>` or `Authorization: Bearer <token>`.".to_owned(),
     })?;

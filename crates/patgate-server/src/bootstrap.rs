@@ -112,7 +112,7 @@ pub async fn seed_demo(shared: &Shared) -> Result<Vec<(String, PlainToken)>, Api
         return Ok(Vec::new());
     }
     use patgate_core::{Role::*, Visibility::*};
-    let user = |name: &str, admin: bool, state: UserState| (name.to_owned(), String::new(), admin, state);
+    let user = |name: &str, admin: bool, state: UserState| (name.to_owned(), None, admin, state);
     let batch = DirectoryBatch {
         users: vec![
             user("alice", false, UserState::Active),

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The request conflicts with existing state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The route exists, but not with this method (405).
+    #[error("this endpoint does not accept this method")]
+    MethodNotAllowed,
     /// The body is larger than allowed (413).
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),
@@ -60,6 +63,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Invalid { error, .. } => (StatusCode::UNPROCESSABLE_ENTITY, error),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -101,6 +105,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
         match error {
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} does not exist")),
+            StoreError::Conflict(detail) if detail.contains("already revoked") => ApiError::Conflict(detail),
             StoreError::Conflict(_) => ApiError::Conflict("it already exists".to_owned()),
             StoreError::Database(detail) => ApiError::Unavailable(detail),
             other => ApiError::Internal(other.to_string()),

@@ -20,3 +20,30 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         Json::<T>::from_request(request, state).await.map(|Json(value)| Body(value)).map_err(ApiError::from)
     }
 }
+
+/// A request body read but not yet parsed, so that a handler can authorize the caller
+/// before it looks at the input (an unauthenticated caller gets 401, not a 422 about the
+/// body). Oversized bodies are still refused here (413).
+#[derive(Debug)]
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(request, state).await.map(RawBody).map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge(crate::BODY_LIMIT)
+            } else {
+                ApiError::invalid(rejection.body_text())
+            }
+        })
+    }
+}
+
+impl RawBody {
+    /// Parses the body as JSON; the error names the field and position.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.0).map_err(|error| ApiError::invalid(format!("the JSON body is invalid: {error}")))
+    }
+}

@@ -27,7 +27,15 @@ pub fn router(state: AppState) -> Router {
     for route in api::ROUTES {
         router = router.route(route.path, (route.handler)());
     }
-    router.fallback(not_found).layer(DefaultBodyLimit::max(BODY_LIMIT)).with_state(state)
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn method_not_allowed() -> error::ApiError {
+    error::ApiError::MethodNotAllowed
 }
 
 async fn not_found() -> error::ApiError {

@@ -254,7 +254,8 @@ impl Default for Settings {
 /// One write of a directory import, validated by the caller against the live directory.
 #[derive(Clone, Debug, Default)]
 pub struct DirectoryBatch {
-    pub users: Vec<(String, String, bool, UserState)>,
+    /// (username, name — `None` keeps the current one, admin, state)
+    pub users: Vec<(String, Option<String>, bool, UserState)>,
     pub groups: Vec<(String, Visibility)>,
     pub projects: Vec<(String, Visibility)>,
     /// (username, target full path, target is a project, role)

@@ -645,9 +645,9 @@ impl Store for SqlStore {
         let mut users = HashMap::new();
         for (username, name, admin, state) in &batch.users {
             let row = sqlx::query(
-                "INSERT INTO users (username, name, state, admin, created_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (username) DO UPDATE SET name = excluded.name, state = excluded.state, admin = excluded.admin \
-                 RETURNING id",
+                "INSERT INTO users (username, name, state, admin, created_at) VALUES ($1, COALESCE($2, ''), $3, $4, $5) \
+                 ON CONFLICT (username) DO UPDATE SET name = COALESCE($2, users.name), state = excluded.state, \
+                 admin = excluded.admin RETURNING id",
             )
             .bind(username)
             .bind(name)
@@ -736,7 +736,7 @@ impl Store for SqlStore {
             .ok_or_else(|| StoreError::NotFound(format!("token {old}")))?;
         let family: Option<i64> = get(&row, "family_id")?;
         let family = TokenId(u64_of(family.unwrap_or(i64_of(old.0)?))?);
-        sqlx::query(
+        let revoked = sqlx::query(
             "UPDATE tokens SET revoked_at = $1, revoke_reason = 'rotated' WHERE id = $2 AND revoked_at IS NULL",
         )
         .bind(audit.at.0)
@@ -744,6 +744,10 @@ impl Store for SqlStore {
         .execute(&mut *write.tx)
         .await
         .map_err(database)?;
+        // Two concurrent rotations of one token: the second finds it revoked and makes nothing.
+        if revoked.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("token {old} is already revoked")));
+        }
         let id = self.insert_token(&mut write.tx, token, Some(family), Some(old)).await?;
         let audit = audit.user(token.owner).token(id).details(serde_json::json!({ "previous": old.0 }));
         let sequence = self.finish(write, &[Change::Token { id: old.0 }, Change::Token { id: id.0 }], &audit).await?;

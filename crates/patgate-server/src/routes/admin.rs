@@ -3,7 +3,7 @@
 use axum::{
     Json,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
 };
 use patgate_core::{
     BoundaryRef, Directory, MembershipTarget, Role, UserState, Visibility, validate::LARGEST_MAX_LIFETIME_DAYS,
@@ -12,13 +12,13 @@ use patgate_store::{Actor, Audit, DirectoryBatch, Settings, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    auth::{Caller, authorize},
+    auth::{Caller, Credentials, authorize},
     error::ApiError,
-    extract::Body,
+    extract::RawBody,
     state::{AppState, Shared},
 };
 
-fn admin(state: &Shared, headers: &HeaderMap, permission: &str, read_only: bool) -> Result<Caller, ApiError> {
+fn admin(state: &Shared, headers: &Credentials, permission: &str, read_only: bool) -> Result<Caller, ApiError> {
     let permission =
         [state.engine().resources.permission(permission).map_err(|e| ApiError::Internal(e.to_string()))?];
     authorize(state, headers, &permission, BoundaryRef::Instance, false, read_only)
@@ -32,11 +32,20 @@ fn actor(caller: &Caller) -> Actor {
 #[serde(deny_unknown_fields)]
 pub struct ImportUser {
     pub username: String,
+    pub name: Option<String>,
+    pub admin: Option<bool>,
+    pub state: Option<String>,
+}
+
+/// `POST /api/v1/admin/users`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub username: String,
     #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub admin: bool,
-    pub state: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,18 +113,25 @@ fn validate_import(directory: &mut Directory, body: &ImportRequest) -> Result<Di
     let field = |name: &str, index: usize, error: patgate_core::DirectoryError| {
         ApiError::invalid(format!("`{name}[{index}]`: {error}"))
     };
+    // An upsert: what an entry omits keeps its current value (or the default for a new one).
     for (index, user) in body.users.iter().enumerate() {
+        let existing = directory.user_by_name(&user.username).map(|u| (u.id, u.state, u.admin));
         let state = match user.state.as_deref() {
-            None => UserState::Active,
+            None => existing.map_or(UserState::Active, |(_, state, _)| state),
             Some(text) => text.parse().map_err(|error| field("users", index, error))?,
         };
-        let id = directory.user_by_name(&user.username).map_or_else(|| patgate_core::UserId(fresh()), |u| u.id);
-        directory.upsert_user(id, &user.username, state, user.admin).map_err(|error| field("users", index, error))?;
-        batch.users.push((user.username.to_ascii_lowercase(), user.name.clone(), user.admin, state));
+        let admin = user.admin.or(existing.map(|(_, _, admin)| admin)).unwrap_or(false);
+        let id = existing.map_or_else(|| patgate_core::UserId(fresh()), |(id, _, _)| id);
+        directory.upsert_user(id, &user.username, state, admin).map_err(|error| field("users", index, error))?;
+        batch.users.push((user.username.to_ascii_lowercase(), user.name.clone(), admin, state));
     }
     for (index, group) in body.groups.iter().enumerate() {
-        let visibility = visibility(group.visibility.as_deref(), &format!("groups[{index}].visibility"))?;
-        if directory.group_by_path(&group.full_path).is_none() {
+        let current = directory.group_by_path(&group.full_path).map(|g| g.visibility);
+        let visibility = match group.visibility.as_deref() {
+            None => current.unwrap_or(Visibility::Private),
+            text => visibility(text, &format!("groups[{index}].visibility"))?,
+        };
+        if current.is_none() {
             directory
                 .insert_group(patgate_core::GroupId(fresh()), &group.full_path, visibility)
                 .map_err(|error| field("groups", index, error))?;
@@ -123,8 +139,12 @@ fn validate_import(directory: &mut Directory, body: &ImportRequest) -> Result<Di
         batch.groups.push((group.full_path.to_ascii_lowercase(), visibility));
     }
     for (index, project) in body.projects.iter().enumerate() {
-        let visibility = visibility(project.visibility.as_deref(), &format!("projects[{index}].visibility"))?;
-        if directory.project_by_path(&project.full_path).is_none() {
+        let current = directory.project_by_path(&project.full_path).map(|p| p.visibility);
+        let visibility = match project.visibility.as_deref() {
+            None => current.unwrap_or(Visibility::Private),
+            text => visibility(text, &format!("projects[{index}].visibility"))?,
+        };
+        if current.is_none() {
             directory
                 .insert_project(patgate_core::ProjectId(fresh()), &project.full_path, visibility)
                 .map_err(|error| field("projects", index, error))?;
@@ -153,10 +173,11 @@ fn validate_import(directory: &mut Directory, body: &ImportRequest) -> Result<Di
 
 pub async fn import(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Body(body): Body<ImportRequest>,
+    headers: Credentials,
+    body: RawBody,
 ) -> Result<Json<ImportResponse>, ApiError> {
     let caller = admin(&state, &headers, "admin_user:create", false)?;
+    let body: ImportRequest = body.json()?;
     let mut directory = state.directory();
     let batch = validate_import(&mut directory, &body)?;
     let (counts, _) =
@@ -173,10 +194,11 @@ pub async fn import(
 /// `POST /api/v1/admin/users`.
 pub async fn create_user(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Body(body): Body<ImportUser>,
+    headers: Credentials,
+    body: RawBody,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let caller = admin(&state, &headers, "admin_user:create", false)?;
+    let body: NewUser = body.json()?;
     let mut directory = state.directory();
     if directory.user_by_name(&body.username).is_some() {
         return Err(ApiError::Conflict(format!("user `{}` already exists", body.username)));
@@ -197,7 +219,7 @@ pub async fn create_user(
 
 async fn set_state(
     state: &Shared,
-    headers: &HeaderMap,
+    headers: &Credentials,
     username: &str,
     new_state: UserState,
     event: &'static str,
@@ -221,7 +243,7 @@ async fn set_state(
 pub async fn block_user(
     State(state): State<AppState>,
     Path(username): Path<String>,
-    headers: HeaderMap,
+    headers: Credentials,
 ) -> Result<StatusCode, ApiError> {
     set_state(&state, &headers, &username, UserState::Blocked, "user_blocked").await
 }
@@ -229,7 +251,7 @@ pub async fn block_user(
 pub async fn unblock_user(
     State(state): State<AppState>,
     Path(username): Path<String>,
-    headers: HeaderMap,
+    headers: Credentials,
 ) -> Result<StatusCode, ApiError> {
     set_state(&state, &headers, &username, UserState::Active, "user_unblocked").await
 }
@@ -237,7 +259,7 @@ pub async fn unblock_user(
 pub async fn delete_user(
     State(state): State<AppState>,
     Path(username): Path<String>,
-    headers: HeaderMap,
+    headers: Credentials,
 ) -> Result<StatusCode, ApiError> {
     set_state(&state, &headers, &username, UserState::Deleted, "user_deleted").await
 }
@@ -251,10 +273,11 @@ pub struct PathBody {
 
 pub async fn create_group(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Body(body): Body<PathBody>,
+    headers: Credentials,
+    body: RawBody,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let caller = admin(&state, &headers, "admin_project:update", false)?;
+    let body: PathBody = body.json()?;
     let visibility = visibility(body.visibility.as_deref(), "visibility")?;
     let mut directory = state.directory();
     directory.insert_group(patgate_core::GroupId(u64::MAX), &body.full_path, visibility)?;
@@ -269,10 +292,11 @@ pub async fn create_group(
 
 pub async fn create_project(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Body(body): Body<PathBody>,
+    headers: Credentials,
+    body: RawBody,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let caller = admin(&state, &headers, "admin_project:update", false)?;
+    let body: PathBody = body.json()?;
     let visibility = visibility(body.visibility.as_deref(), "visibility")?;
     let mut directory = state.directory();
     directory.insert_project(patgate_core::ProjectId(u64::MAX), &body.full_path, visibility)?;
@@ -296,10 +320,11 @@ pub struct ProjectUpdate {
 pub async fn update_project(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Body(body): Body<ProjectUpdate>,
+    headers: Credentials,
+    body: RawBody,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let caller = admin(&state, &headers, "admin_project:update", false)?;
+    let body: ProjectUpdate = body.json()?;
     let mut directory = state.directory();
     let project = match id.parse::<u64>() {
         Ok(number) => directory.project(patgate_core::ProjectId(number)),
@@ -351,10 +376,11 @@ fn membership_target(
 
 pub async fn set_membership(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Body(body): Body<MembershipBody>,
+    headers: Credentials,
+    body: RawBody,
 ) -> Result<StatusCode, ApiError> {
     let caller = admin(&state, &headers, "admin_user:update", false)?;
+    let body: MembershipBody = body.json()?;
     let role = role(body.role.as_deref().ok_or_else(|| ApiError::invalid("`role` is required"))?, "role")?;
     let (user, target) = membership_target(&state.engine().index.directory, &body)?;
     let audit = Audit::new("membership_set", actor(&caller), state.clock.now())
@@ -367,10 +393,11 @@ pub async fn set_membership(
 
 pub async fn remove_membership(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Body(body): Body<MembershipBody>,
+    headers: Credentials,
+    body: RawBody,
 ) -> Result<StatusCode, ApiError> {
     let caller = admin(&state, &headers, "admin_user:update", false)?;
+    let body: MembershipBody = body.json()?;
     let (user, target) = membership_target(&state.engine().index.directory, &body)?;
     let audit = Audit::new("membership_removed", actor(&caller), state.clock.now())
         .user(user)
@@ -381,7 +408,7 @@ pub async fn remove_membership(
 }
 
 /// `GET /api/v1/admin/settings`.
-pub async fn get_settings(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Settings>, ApiError> {
+pub async fn get_settings(State(state): State<AppState>, headers: Credentials) -> Result<Json<Settings>, ApiError> {
     admin(&state, &headers, "admin_setting:read", true)?;
     Ok(Json(state.settings()))
 }
@@ -398,10 +425,11 @@ pub struct SettingsUpdate {
 
 pub async fn put_settings(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Body(body): Body<SettingsUpdate>,
+    headers: Credentials,
+    body: RawBody,
 ) -> Result<Json<Settings>, ApiError> {
     let caller = admin(&state, &headers, "admin_setting:update", false)?;
+    let body: SettingsUpdate = body.json()?;
     let mut settings = state.settings();
     if let Some(days) = body.max_lifetime_days {
         if days == 0 || days > LARGEST_MAX_LIFETIME_DAYS {

@@ -182,15 +182,7 @@ pub async fn forward_auth(
         };
         return forbidden(reason, message.to_owned(), None);
     };
-    let client_ip = if trusted {
-        header(&headers, "x-forwarded-for")
-            .and_then(|list| list.split(',').next())
-            .or_else(|| header(&headers, "x-real-ip"))
-            .and_then(|ip| ip.trim().parse().ok())
-            .or(Some(peer.ip()))
-    } else {
-        Some(peer.ip())
-    };
+    let client_ip = crate::auth::client_address(&state, &headers, Some(peer.ip()));
     let query = uri.split_once('?').map(|(_, query)| query);
     let Some(token) = presented_token(&headers, query) else {
         state.metrics.record("forward_auth", false, "missing_token", started.elapsed());

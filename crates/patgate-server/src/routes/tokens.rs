@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::{
     Json,
     extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
 };
 use patgate_core::{
     Authority, BoundaryRef, Reach, Timestamp, TokenId, TokenKind, UserId, UserLocator,
@@ -15,9 +15,9 @@ use patgate_store::{Actor, Audit, NewToken, Store, TokenRow};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    auth::{Caller, authorize},
+    auth::{Caller, Credentials, authorize},
     error::ApiError,
-    extract::Body,
+    extract::RawBody,
     state::{AppState, Shared},
 };
 
@@ -216,7 +216,6 @@ async fn mint(
     caller: &Caller,
     owner: UserId,
     body: &CreateTokenRequest,
-    minted_by_own_token: bool,
 ) -> Result<TokenResponse, ApiError> {
     let spec = spec_of(body)?;
     let settings = shared.settings();
@@ -234,8 +233,8 @@ async fn mint(
         let engine = shared.engine();
         let directory = &engine.index.directory;
         let owner_user = directory.user(owner).ok_or_else(|| ApiError::NotFound("user does not exist".into()))?;
-        let creator = minted_by_own_token.then_some(&caller.token);
-        let valid = validate_new_token(&engine.resources, directory, owner_user, &spec, policy, creator, now)?;
+        let valid =
+            validate_new_token(&engine.resources, directory, owner_user, &spec, policy, Some(&caller.token), now)?;
         let plain =
             engine.format.generate(valid.authority.kind()).map_err(|error| ApiError::Internal(error.to_string()))?;
         let digest = engine.key.digest_plain(&plain);
@@ -263,12 +262,13 @@ async fn mint(
 /// `POST /api/v1/user/personal_access_tokens`: a token for the caller.
 pub async fn create_own(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Body(body): Body<CreateTokenRequest>,
+    headers: Credentials,
+    body: RawBody,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     let permission = own_permission(&state, "create")?;
     let caller = authorize(&state, &headers, &permission, BoundaryRef::User(UserLocator::Caller), false, false)?;
-    let response = mint(&state, &caller, caller.user, &body, true).await?;
+    let body: CreateTokenRequest = body.json()?;
+    let response = mint(&state, &caller, caller.user, &body).await?;
     Ok((StatusCode::CREATED, Json(response)))
 }
 
@@ -276,11 +276,12 @@ pub async fn create_own(
 pub async fn create_for_user(
     State(state): State<AppState>,
     Path(username): Path<String>,
-    headers: HeaderMap,
-    Body(body): Body<CreateTokenRequest>,
+    headers: Credentials,
+    body: RawBody,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     let permission = admin_permission(&state, "admin_user:update")?;
     let caller = authorize(&state, &headers, &permission, BoundaryRef::Instance, false, false)?;
+    let body: CreateTokenRequest = body.json()?;
     let owner = state
         .engine()
         .index
@@ -288,7 +289,8 @@ pub async fn create_for_user(
         .user_by_name(&username)
         .map(|user| user.id)
         .ok_or_else(|| ApiError::NotFound(format!("user `{username}` does not exist")))?;
-    let response = mint(&state, &caller, owner, &body, false).await?;
+    // The admin's own token must cover what it mints, as for any token minting a token.
+    let response = mint(&state, &caller, owner, &body).await?;
     Ok((StatusCode::CREATED, Json(response)))
 }
 
@@ -300,7 +302,7 @@ pub struct ListQuery {
 
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: Credentials,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<TokenResponse>>, ApiError> {
     let permission = own_permission(&state, "read")?;
@@ -335,7 +337,7 @@ async fn owned(
     state: &Shared,
     caller: &Caller,
     id: TokenId,
-    headers: &HeaderMap,
+    headers: &Credentials,
     admin_action: &str,
 ) -> Result<TokenRow, ApiError> {
     let row = state.store.token(id).await?.ok_or_else(|| ApiError::NotFound(format!("token {id} does not exist")))?;
@@ -356,7 +358,7 @@ fn parse_id(text: &str) -> Result<TokenId, ApiError> {
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    headers: Credentials,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let permission = own_permission(&state, "read")?;
     let caller = authorize(&state, &headers, &permission, BoundaryRef::User(UserLocator::Caller), false, true)?;
@@ -365,14 +367,14 @@ pub async fn show(
 }
 
 /// `GET /api/v1/personal_access_tokens/self`: the presenting token (open to any valid token).
-pub async fn show_self(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<TokenResponse>, ApiError> {
+pub async fn show_self(State(state): State<AppState>, headers: Credentials) -> Result<Json<TokenResponse>, ApiError> {
     let caller = authorize_any(&state, &headers)?;
     let row =
         state.store.token(caller.token.id).await?.ok_or_else(|| ApiError::NotFound("token does not exist".into()))?;
     Ok(Json(token_response(&state, &row, None, state.clock.now())))
 }
 
-fn authorize_any(state: &Shared, headers: &HeaderMap) -> Result<Caller, ApiError> {
+fn authorize_any(state: &Shared, headers: &Credentials) -> Result<Caller, ApiError> {
     let permission = own_permission(state, "read")?;
     // Any valid token may read itself: authenticate with a permission check that cannot
     // fail for the token's own user, then accept any decision past authentication.
@@ -387,7 +389,7 @@ fn authorize_any(state: &Shared, headers: &HeaderMap) -> Result<Caller, ApiError
 pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    headers: Credentials,
 ) -> Result<StatusCode, ApiError> {
     let permission = own_permission(&state, "delete")?;
     let caller = authorize(&state, &headers, &permission, BoundaryRef::User(UserLocator::Caller), false, false)?;
@@ -411,12 +413,29 @@ async fn rotate_token(state: &Shared, caller: &Caller, row: TokenRow) -> Result<
     if row.revoked_at.is_some() {
         return Err(ApiError::Conflict(format!("token {} is revoked and cannot be rotated", row.id)));
     }
+    // Rotating hands the caller the new secret: a token other than the rotated one must
+    // cover everything the rotated token can do, or rotation would widen it.
+    if caller.token.id != row.id {
+        let engine = state.engine();
+        let directory = &engine.index.directory;
+        let owner =
+            directory.user(row.owner).ok_or_else(|| ApiError::NotFound(format!("token {} does not exist", row.id)))?;
+        if !patgate_core::validate::authority_within(&row.authority, &caller.token.authority, directory, owner) {
+            return Err(ApiError::Forbidden {
+                reason: "escalation",
+                message: "This token may only rotate tokens with equal or narrower permissions than its own.".into(),
+                missing: None,
+            });
+        }
+    }
     let now = state.clock.now();
     let settings = state.settings();
-    // A fresh lifetime as long as the old one was, capped by the policy (7 days at least).
+    // A fresh lifetime as long as the old one was (in days from its creation date), capped by
+    // the policy, at least 7 days.
+    let created_day = row.created_at.0 - row.created_at.0.rem_euclid(patgate_core::time::DAY);
     let lifetime_days = row
         .expires_at
-        .map(|expires| ((expires.0 - row.created_at.0) / patgate_core::time::DAY).max(7))
+        .map(|expires| ((expires.0 - created_day) / patgate_core::time::DAY).max(7))
         .unwrap_or(i64::from(settings.max_lifetime_days))
         .min(i64::from(settings.max_lifetime_days));
     let today = Timestamp(now.0 - now.0.rem_euclid(patgate_core::time::DAY));
@@ -450,7 +469,7 @@ async fn rotate_token(state: &Shared, caller: &Caller, row: TokenRow) -> Result<
 pub async fn rotate(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    headers: Credentials,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let permission = own_permission(&state, "update")?;
     let caller = authorize(&state, &headers, &permission, BoundaryRef::User(UserLocator::Caller), false, false)?;
@@ -459,7 +478,7 @@ pub async fn rotate(
 }
 
 /// `POST /api/v1/personal_access_tokens/self/rotate`.
-pub async fn rotate_self(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<TokenResponse>, ApiError> {
+pub async fn rotate_self(State(state): State<AppState>, headers: Credentials) -> Result<Json<TokenResponse>, ApiError> {
     let permission = own_permission(&state, "update")?;
     let caller = authorize(&state, &headers, &permission, BoundaryRef::User(UserLocator::Caller), true, false)?;
     let row =

@@ -1,1 +1,12 @@
-mod placeholder {}
+//! In-process integration tests of patgate's HTTP service: the router is driven with
+//! `tower::ServiceExt::oneshot`, each test on its own SQLite file and a fixed clock.
+
+#![expect(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
+
+mod admin;
+mod decide;
+mod errors;
+mod forward_auth;
+mod health;
+mod support;
+mod tokens;

@@ -118,7 +118,7 @@ async fn import_is_idempotent_and_all_or_nothing() {
     for database in databases().await {
         let store = connect(&database).await.unwrap();
         let batch = DirectoryBatch {
-            users: vec![("bob".into(), "Bob".into(), false, UserState::Active)],
+            users: vec![("bob".into(), Some("Bob".into()), false, UserState::Active)],
             groups: vec![("acme".into(), Visibility::Private), ("acme/web".into(), Visibility::Public)],
             projects: vec![("acme/web/site".into(), Visibility::Public), ("bob/dotfiles".into(), Visibility::Private)],
             memberships: vec![
@@ -138,7 +138,7 @@ async fn import_is_idempotent_and_all_or_nothing() {
 
         // A batch that fails halfway leaves nothing behind: not the new user, not a change.
         let broken = DirectoryBatch {
-            users: vec![("carol".into(), String::new(), false, UserState::Active)],
+            users: vec![("carol".into(), None, false, UserState::Active)],
             memberships: vec![("carol".into(), "no/such/group".into(), false, Role::Guest)],
             ..DirectoryBatch::default()
         };
@@ -193,6 +193,13 @@ async fn tokens_round_trip_revoke_and_rotate() {
         let new = store.token(new_id).await.unwrap().unwrap();
         assert_eq!(old.revoke_reason.as_deref(), Some("rotated"));
         assert_eq!((new.family, new.previous), (fine_id, Some(fine_id)));
+        // Rotating a token that is already revoked (a concurrent rotation won) makes nothing.
+        let twice = new_token(alice, fine_grained());
+        assert!(matches!(
+            store.rotate_token(fine_id, &twice, audit("token_rotated")).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(store.token_with_digest(TokenId(new_id.0 + 1)).await.unwrap().is_none());
         let newer = new_token(alice, fine_grained());
         let (newest, _) = store.rotate_token(new_id, &newer, audit("token_rotated")).await.unwrap();
         assert_eq!(store.token(newest).await.unwrap().unwrap().family, fine_id);
