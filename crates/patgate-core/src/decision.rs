@@ -7,7 +7,7 @@
 use std::{fmt, net::IpAddr};
 
 use crate::{
-    directory::{Directory, GroupId, Locator, ProjectId, User, UserId, UserLocator, Visibility},
+    directory::{Ancestry, Directory, GroupId, Locator, ProjectId, User, UserId, UserLocator, Visibility},
     index::TokenLookup,
     resource::{Action, BoundaryKind, Permission, Resources, RoleRow},
     role::{Requirement, Role},
@@ -362,7 +362,7 @@ fn judge(
             let mut missing = None;
             for &permission in permissions {
                 let held = grants.iter().any(|grant| {
-                    let covers = boundary.covered_by(directory, owner, &grant.reach);
+                    let covers = boundary.covered_by(owner, &grant.reach);
                     reached |= covers;
                     covers && grant.permissions.allows(permission)
                 });
@@ -401,8 +401,10 @@ fn judge(
 struct Resolved<'d> {
     resolved: Boundary,
     target: Target<'d>,
-    // The owner's role in the project or group, computed once per decision.
+    // The owner's role in the project or group, and the groups above it (the group itself
+    // included), computed once per decision.
     role: Option<Role>,
+    ancestry: Ancestry,
 }
 
 enum Target<'d> {
@@ -413,10 +415,10 @@ enum Target<'d> {
 }
 
 impl Resolved<'_> {
-    fn covered_by(&self, directory: &Directory, owner: &User, reach: &crate::grant::Reach) -> bool {
+    fn covered_by(&self, owner: &User, reach: &crate::grant::Reach) -> bool {
         match self.target {
-            Target::Project(project) => reach.covers_project_given(directory, owner, project, self.role),
-            Target::Group(group) => reach.covers_group_given(directory, owner, group.id, self.role),
+            Target::Project(project) => reach.covers_project_within(owner, project, self.role, &self.ancestry),
+            Target::Group(_) => reach.covers_group_within(owner, self.role, &self.ancestry),
             Target::User(user) => reach.covers_user(owner, user),
             Target::Instance => reach.covers_instance(),
         }
@@ -437,20 +439,24 @@ fn resolve<'d>(directory: &'d Directory, owner: &User, boundary: BoundaryRef<'_>
     match boundary {
         BoundaryRef::Project(locator) => {
             let project = directory.resolve_project(locator)?;
-            let role = directory.role_in_project(owner, project);
+            let ancestry = directory.project_ancestry(project);
+            let role = Directory::role_in(owner, Some(project), &ancestry);
             Directory::can_see_project_given(owner, project, || role).then_some(Resolved {
                 resolved: Boundary::Project(project.id),
                 target: Target::Project(project),
                 role,
+                ancestry,
             })
         }
         BoundaryRef::Group(locator) => {
             let group = directory.resolve_group(locator)?;
-            let role = directory.role_in_group(owner, group.id);
+            let ancestry = directory.ancestry(group.id);
+            let role = Directory::role_in(owner, None, &ancestry);
             directory.can_see_group_given(owner, group, role).then_some(Resolved {
                 resolved: Boundary::Group(group.id),
                 target: Target::Group(group),
                 role,
+                ancestry,
             })
         }
         BoundaryRef::User(locator) => {
@@ -459,9 +465,15 @@ fn resolve<'d>(directory: &'d Directory, owner: &User, boundary: BoundaryRef<'_>
                 resolved: Boundary::User(user.id),
                 target: Target::User(user),
                 role: None,
+                ancestry: Ancestry::NONE,
             })
         }
-        BoundaryRef::Instance => Some(Resolved { resolved: Boundary::Instance, target: Target::Instance, role: None }),
+        BoundaryRef::Instance => Some(Resolved {
+            resolved: Boundary::Instance,
+            target: Target::Instance,
+            role: None,
+            ancestry: Ancestry::NONE,
+        }),
     }
 }
 

@@ -230,6 +230,29 @@ pub enum UserLocator<'a> {
 /// Deepest nesting accepted, so ancestry walks are bounded.
 pub const MAX_GROUP_DEPTH: usize = 20;
 
+/// A group and its ancestors, nearest first, held on the stack: computed once per decision
+/// and asked many times.
+#[derive(Clone, Copy, Debug)]
+pub struct Ancestry {
+    ids: [GroupId; MAX_GROUP_DEPTH + 1],
+    len: usize,
+}
+
+impl Ancestry {
+    /// No group (a project in a personal namespace).
+    pub const NONE: Ancestry = Ancestry { ids: [GroupId(0); MAX_GROUP_DEPTH + 1], len: 0 };
+
+    /// Whether `group` is in the chain.
+    pub fn contains(&self, group: GroupId) -> bool {
+        self.ids[..self.len].contains(&group)
+    }
+
+    /// The groups, nearest first.
+    pub fn groups(&self) -> &[GroupId] {
+        &self.ids[..self.len]
+    }
+}
+
 /// The in-memory directory.
 ///
 /// INVARIANT: every path index entry points at a live record with that path; every group's
@@ -459,6 +482,43 @@ impl Directory {
             Some(current)
         })
         .take(MAX_GROUP_DEPTH + 1)
+    }
+
+    /// `group` and its ancestors, nearest first.
+    pub fn ancestry(&self, group: GroupId) -> Ancestry {
+        let mut chain = Ancestry::NONE;
+        for found in self.ancestors(group) {
+            if chain.len == chain.ids.len() {
+                break;
+            }
+            chain.ids[chain.len] = found.id;
+            chain.len += 1;
+        }
+        chain
+    }
+
+    /// The ancestry of the group a project lives in (empty for a personal project).
+    pub fn project_ancestry(&self, project: &Project) -> Ancestry {
+        match project.namespace {
+            Namespace::Group(group) => self.ancestry(group),
+            Namespace::User(_) => Ancestry::NONE,
+        }
+    }
+
+    /// `user`'s role given the groups above the boundary and, for a project, the project:
+    /// the highest of the direct role and the roles in `chain`; `Owner` in their personal
+    /// namespace.
+    pub fn role_in(user: &User, project: Option<&Project>, chain: &Ancestry) -> Option<Role> {
+        if let Some(project) = project {
+            if project.namespace == Namespace::User(user.id) {
+                return Some(Role::Owner);
+            }
+        }
+        if user.memberships.is_empty() {
+            return None;
+        }
+        let direct = project.and_then(|project| user.direct_role(MembershipTarget::Project(project.id)));
+        chain.groups().iter().filter_map(|group| user.direct_role(MembershipTarget::Group(*group))).max().max(direct)
     }
 
     /// Whether `ancestor` is `group` or one of its ancestors.

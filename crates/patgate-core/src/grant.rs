@@ -3,7 +3,7 @@
 use std::{fmt, str::FromStr};
 
 use crate::{
-    directory::{Directory, GroupId, MembershipTarget, Namespace, Project, ProjectId, User},
+    directory::{Ancestry, Directory, GroupId, MembershipTarget, Namespace, Project, ProjectId, User},
     resource::{BoundaryKind, PermissionSet},
     role::Role,
 };
@@ -101,12 +101,22 @@ impl Reach {
         project: &Project,
         owner_role: Option<Role>,
     ) -> bool {
+        self.covers_project_within(owner, project, owner_role, &directory.project_ancestry(project))
+    }
+
+    /// [`Reach::covers_project`] with the owner's role and the project's ancestry known.
+    pub fn covers_project_within(
+        &self,
+        owner: &User,
+        project: &Project,
+        owner_role: Option<Role>,
+        ancestry: &Ancestry,
+    ) -> bool {
         match self {
             Reach::PersonalProjects => project.namespace == Namespace::User(owner.id),
             Reach::AllMemberships => owner.admin || owner_role.is_some(),
             Reach::Selected { projects, groups } => {
-                projects.contains(&project.id)
-                    || (!groups.is_empty() && groups.iter().any(|g| directory.group_contains_project(*g, project)))
+                projects.contains(&project.id) || groups.iter().any(|group| ancestry.contains(*group))
             }
             Reach::User | Reach::Instance => false,
         }
@@ -125,9 +135,14 @@ impl Reach {
         group: GroupId,
         owner_role: Option<Role>,
     ) -> bool {
+        self.covers_group_within(owner, owner_role, &directory.ancestry(group))
+    }
+
+    /// [`Reach::covers_group`] with the owner's role and the group's ancestry known.
+    pub fn covers_group_within(&self, owner: &User, owner_role: Option<Role>, ancestry: &Ancestry) -> bool {
         match self {
             Reach::AllMemberships => owner.admin || owner_role.is_some(),
-            Reach::Selected { groups, .. } => groups.iter().any(|g| directory.group_contains_group(*g, group)),
+            Reach::Selected { groups, .. } => groups.iter().any(|group| ancestry.contains(*group)),
             Reach::PersonalProjects | Reach::User | Reach::Instance => false,
         }
     }
