@@ -509,10 +509,10 @@ impl Directory {
     /// the highest of the direct role and the roles in `chain`; `Owner` in their personal
     /// namespace.
     pub fn role_in(user: &User, project: Option<&Project>, chain: &Ancestry) -> Option<Role> {
-        if let Some(project) = project {
-            if project.namespace == Namespace::User(user.id) {
-                return Some(Role::Owner);
-            }
+        if let Some(project) = project
+            && project.namespace == Namespace::User(user.id)
+        {
+            return Some(Role::Owner);
         }
         if user.memberships.is_empty() {
             return None;
