@@ -139,8 +139,9 @@ pub struct User {
     pub username: Box<str>,
     pub state: UserState,
     pub admin: bool,
-    // INVARIANT: sorted by packed target key, one entry per target.
-    memberships: Vec<(u64, Role)>,
+    // INVARIANT: sorted, one entry per target; each entry packs the target key (id, then one
+    // bit for the kind) above three bits of role, so a membership takes 8 bytes.
+    memberships: Vec<u64>,
 }
 
 impl User {
@@ -152,19 +153,23 @@ impl User {
     /// The user's direct role on `target`.
     pub fn direct_role(&self, target: MembershipTarget) -> Option<Role> {
         let key = target.key();
-        self.memberships.binary_search_by_key(&key, |(k, _)| *k).ok().map(|position| self.memberships[position].1)
+        self.memberships
+            .binary_search_by_key(&key, |entry| entry >> ROLE_BITS)
+            .ok()
+            .and_then(|position| unpack_role(self.memberships[position]))
     }
 
     /// Every direct membership of the user.
     pub fn memberships(&self) -> impl Iterator<Item = (MembershipTarget, Role)> + '_ {
-        self.memberships.iter().map(|(key, role)| {
+        self.memberships.iter().filter_map(|entry| {
+            let key = entry >> ROLE_BITS;
             let id = key >> 1;
             let target = if key & 1 == 1 {
                 MembershipTarget::Project(ProjectId(id))
             } else {
                 MembershipTarget::Group(GroupId(id))
             };
-            (target, *role)
+            Some((target, unpack_role(*entry)?))
         })
     }
 
@@ -172,6 +177,20 @@ impl User {
     pub fn membership_count(&self) -> usize {
         self.memberships.len()
     }
+}
+
+const ROLE_BITS: u32 = 3;
+
+/// The largest group or project id a membership can name (the entry packs kind and role too).
+pub const MAX_TARGET_ID: u64 = (1 << (64 - ROLE_BITS - 1)) - 1;
+
+fn pack(key: u64, role: Role) -> u64 {
+    let index = Role::ALL.iter().position(|r| *r == role).unwrap_or(0) as u64;
+    (key << ROLE_BITS) | index
+}
+
+fn unpack_role(entry: u64) -> Option<Role> {
+    Role::ALL.get((entry & ((1 << ROLE_BITS) - 1)) as usize).copied()
 }
 
 /// A group, nested under at most one parent.
@@ -648,11 +667,18 @@ impl Directory {
             }
             _ => {}
         }
+        let id = match target {
+            MembershipTarget::Group(id) => id.0,
+            MembershipTarget::Project(id) => id.0,
+        };
+        if id > MAX_TARGET_ID {
+            return Err(DirectoryError::Invalid(format!("id {id} is too large for a membership")));
+        }
         let user = self.users.get_mut(&user).ok_or_else(|| DirectoryError::UnknownUser(user.to_string()))?;
         let key = target.key();
-        match user.memberships.binary_search_by_key(&key, |(k, _)| *k) {
-            Ok(position) => user.memberships[position].1 = role,
-            Err(position) => user.memberships.insert(position, (key, role)),
+        match user.memberships.binary_search_by_key(&key, |entry| entry >> ROLE_BITS) {
+            Ok(position) => user.memberships[position] = pack(key, role),
+            Err(position) => user.memberships.insert(position, pack(key, role)),
         }
         Ok(())
     }
@@ -661,7 +687,7 @@ impl Directory {
     pub fn remove_membership(&mut self, user: UserId, target: MembershipTarget) -> Result<bool, DirectoryError> {
         let user = self.users.get_mut(&user).ok_or_else(|| DirectoryError::UnknownUser(user.to_string()))?;
         let key = target.key();
-        match user.memberships.binary_search_by_key(&key, |(k, _)| *k) {
+        match user.memberships.binary_search_by_key(&key, |entry| entry >> ROLE_BITS) {
             Ok(position) => {
                 user.memberships.remove(position);
                 Ok(true)
