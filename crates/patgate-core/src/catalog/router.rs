@@ -4,6 +4,7 @@
 
 use super::{Entry, Method, parse::MAX_PARAMS, parse::template_params};
 use crate::catalog::CatalogError;
+use crate::directory::FastMap;
 
 /// Path parameters captured by a match, still URL-encoded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,10 +50,15 @@ pub struct Match<'c, 'p> {
     pub params: Params<'p>,
 }
 
+/// Nodes with more literal children than this also get a hash index over them.
+const INDEXED_LITERALS: usize = 8;
+
 #[derive(Clone, Debug, Default)]
 struct Node {
     // INVARIANT: sorted by segment, unique.
     literals: Vec<(Box<str>, Node)>,
+    // For wide nodes: segment → position in `literals` (built once, after every insert).
+    literal_index: Option<FastMap<Box<str>, usize>>,
     // (literal prefix ending in `.`, parameter name, child)
     prefixed: Vec<(Box<str>, Box<str>, Node)>,
     param: Option<(Box<str>, Box<Node>)>,
@@ -141,6 +147,7 @@ impl Router {
             }
             *slot = Some(u32::try_from(index).map_err(|_| error("too many entries".to_owned()))?);
         }
+        index_literals(&mut router.root);
         Ok(router)
     }
 
@@ -148,6 +155,36 @@ impl Router {
         let mut params = Params::default();
         let index = find_in(&self.root, method, path, &mut params)?;
         Some(Match { entry: entries.get(index as usize)?, params })
+    }
+}
+
+fn index_literals(node: &mut Node) {
+    if node.literals.len() > INDEXED_LITERALS {
+        node.literal_index = Some(
+            node.literals.iter().enumerate().map(|(position, (segment, _))| (segment.clone(), position)).collect(),
+        );
+    }
+    for (_, child) in &mut node.literals {
+        index_literals(child);
+    }
+    for (_, _, child) in &mut node.prefixed {
+        index_literals(child);
+    }
+    if let Some((_, child)) = &mut node.param {
+        index_literals(child);
+    }
+    if let Some((_, child)) = &mut node.catch_all {
+        index_literals(child);
+    }
+}
+
+impl Node {
+    fn literal(&self, segment: &str) -> Option<&Node> {
+        let position = match &self.literal_index {
+            Some(index) => *index.get(segment)?,
+            None => self.literals.iter().position(|(key, _)| key.as_ref() == segment)?,
+        };
+        self.literals.get(position).map(|(_, child)| child)
     }
 }
 
@@ -163,8 +200,8 @@ fn find_in<'p>(node: &Node, method: Method, rest: &'p str, params: &mut Params<'
     if segment.is_empty() {
         return None;
     }
-    if let Ok(position) = node.literals.binary_search_by(|(key, _)| key.as_ref().cmp(segment))
-        && let Some(found) = find_in(&node.literals[position].1, method, tail, params)
+    if let Some(child) = node.literal(segment)
+        && let Some(found) = find_in(child, method, tail, params)
     {
         return Some(found);
     }
