@@ -1,12 +1,9 @@
-//! Prometheus metrics: decisions by result and reason, and their latency.
+//! Prometheus metrics: decisions by result and reason, and their latency. Recording is
+//! lock-free: a few relaxed atomic adds per decision.
 
 use std::{
-    collections::BTreeMap,
     fmt::Write,
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -14,30 +11,52 @@ use std::{
 const BUCKETS: [f64; 12] =
     [0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05];
 
-/// Counters and a histogram, updated without blocking the decision path for long.
+/// The endpoints that decide.
+const ENDPOINTS: [&str; 2] = ["decide", "forward_auth"];
+
+/// Every reason a decision can carry (`allowed` for an allow); the last slot counts
+/// anything unexpected.
+const REASONS: [&str; 16] = [
+    "allowed",
+    "invalid_token",
+    "missing_token",
+    "revoked",
+    "expired",
+    "owner_blocked",
+    "ip_not_allowed",
+    "endpoint_not_covered",
+    "not_found",
+    "outside_reach",
+    "insufficient_scope",
+    "role_too_low",
+    "legacy_scope_insufficient",
+    "not_applicable",
+    "untrusted_proxy",
+    "other",
+];
+
+fn reason_index(reason: &str) -> usize {
+    REASONS.iter().position(|known| *known == reason).unwrap_or(REASONS.len() - 1)
+}
+
+/// Counters and a histogram.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    decisions: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
+    decisions: [[AtomicU64; REASONS.len()]; ENDPOINTS.len()],
+    // Per bucket (not cumulative), plus one for above the last bound.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
 }
 
 impl Metrics {
-    /// Records one decision from `endpoint` (`decide`, `forward_auth`), its result and
-    /// reason, and how long it took.
-    pub fn record(&self, endpoint: &'static str, allowed: bool, reason: &'static str, elapsed: Duration) {
-        let result = if allowed { "allow" } else { "deny" };
-        if let Ok(mut decisions) = self.decisions.lock() {
-            *decisions.entry((endpoint, result, reason)).or_default() += 1;
-        }
+    /// Records one decision from `endpoint` (`decide`, `forward_auth`), its reason
+    /// (`allowed` for an allow) and how long it took.
+    pub fn record(&self, endpoint: &'static str, reason: &'static str, elapsed: Duration) {
+        let endpoint = usize::from(endpoint != ENDPOINTS[0]);
+        self.decisions[endpoint][reason_index(reason)].fetch_add(1, Ordering::Relaxed);
         let seconds = elapsed.as_secs_f64();
-        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
-            if seconds <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        let bucket = BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
@@ -46,25 +65,30 @@ impl Metrics {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP patgate_decisions_total Decisions by endpoint, result and reason.");
         let _ = writeln!(out, "# TYPE patgate_decisions_total counter");
-        if let Ok(decisions) = self.decisions.lock() {
-            for ((endpoint, result, reason), count) in decisions.iter() {
-                let _ = writeln!(
-                    out,
-                    "patgate_decisions_total{{endpoint=\"{endpoint}\",result=\"{result}\",reason=\"{reason}\"}} {count}"
-                );
+        for (endpoint, counters) in ENDPOINTS.iter().zip(&self.decisions) {
+            for (reason, counter) in REASONS.iter().zip(counters) {
+                let count = counter.load(Ordering::Relaxed);
+                if count > 0 {
+                    let result = if *reason == "allowed" { "allow" } else { "deny" };
+                    let _ = writeln!(
+                        out,
+                        "patgate_decisions_total{{endpoint=\"{endpoint}\",result=\"{result}\",reason=\"{reason}\"}} {count}"
+                    );
+                }
             }
         }
         let _ = writeln!(out, "# HELP patgate_decision_seconds Time to decide, from request to answer.");
         let _ = writeln!(out, "# TYPE patgate_decision_seconds histogram");
+        let mut cumulative = 0;
         for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
-            let _ =
-                writeln!(out, "patgate_decision_seconds_bucket{{le=\"{bound}\"}} {}", bucket.load(Ordering::Relaxed));
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "patgate_decision_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
         }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "patgate_decision_seconds_bucket{{le=\"+Inf\"}} {count}");
+        cumulative += self.buckets[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "patgate_decision_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(out, "patgate_decision_seconds_sum {sum}");
-        let _ = writeln!(out, "patgate_decision_seconds_count {count}");
+        let _ = writeln!(out, "patgate_decision_seconds_count {cumulative}");
         let _ = writeln!(out, "# HELP patgate_tokens Tokens in the index (all states).");
         let _ = writeln!(out, "# TYPE patgate_tokens gauge");
         let _ = writeln!(out, "patgate_tokens {tokens}");

@@ -171,6 +171,16 @@ impl Catalog {
     /// Turns a client's request into what the decision judges. `buffer` holds a decoded
     /// path parameter (`acme%2Fapi` → `acme/api`) for as long as the request lives.
     pub fn request<'c, 'p: 'c>(&'c self, method: &str, path: &'p str, buffer: &'c mut DecodeBuffer) -> Request<'c> {
+        self.request_and_entry(method, path, buffer).0
+    }
+
+    /// [`Catalog::request`] with the matched entry, if any (one match, not two).
+    pub fn request_and_entry<'c: 'b, 'b, 'p: 'b>(
+        &'c self,
+        method: &str,
+        path: &'p str,
+        buffer: &'b mut DecodeBuffer,
+    ) -> (Request<'b>, Option<&'c Entry>) {
         let read_only = Method::from_request(method).is_some_and(Method::is_read_only);
         let mut request = Request {
             operation: Operation::NotCovered,
@@ -179,7 +189,7 @@ impl Catalog {
             on_own_token: false,
             client_ip: None,
         };
-        let Some(found) = self.find(method, path) else { return request };
+        let Some(found) = self.find(method, path) else { return (request, None) };
         let entry = found.entry;
         request.on_own_token = entry.own_token;
         request.operation = match &entry.needs {
@@ -192,7 +202,7 @@ impl Catalog {
                 }
             }
         };
-        request
+        (request, Some(entry))
     }
 }
 

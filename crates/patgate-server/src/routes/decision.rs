@@ -3,7 +3,7 @@
 use std::{net::IpAddr, net::SocketAddr, time::Instant};
 
 use axum::{
-    Json,
+    Json, RequestExt,
     extract::{ConnectInfo, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -58,25 +58,30 @@ pub struct DecideResponse {
 }
 
 /// A decision with what was asked, for both endpoints.
-struct Judged {
+struct Judged<'c> {
     decision: Decision,
     permission: Option<patgate_core::Permission>,
-    endpoint: Option<String>,
+    entry: Option<&'c patgate_core::catalog::Entry>,
+    /// The owner's username, looked up under the same lock as the decision.
+    user: Option<HeaderValue>,
 }
 
-fn judge(state: &AppState, token: &str, method: &str, path: &str, client_ip: Option<IpAddr>) -> Judged {
+fn judge<'c>(state: &'c AppState, token: &str, method: &str, path: &str, client_ip: Option<IpAddr>) -> Judged<'c> {
     let now = state.clock.now();
     let mut buffer = DecodeBuffer::default();
-    let mut request = state.catalog.request(method, path, &mut buffer);
+    let (mut request, entry) = state.catalog.request_and_entry(method, path, &mut buffer);
     request.client_ip = client_ip;
     let permission = match request.operation {
         Operation::Covered { permissions, .. } => permissions.first().copied(),
         _ => None,
     };
-    let endpoint =
-        state.catalog.find(method, path).map(|found| format!("{} {}", found.entry.method.name(), found.entry.template));
-    let decision = state.engine().decide_presented(token, &request, now);
-    Judged { decision, permission, endpoint }
+    let engine = state.engine();
+    let decision = engine.decide_presented(token, &request, now);
+    let user = decision
+        .user
+        .and_then(|id| engine.index.directory.user(id))
+        .and_then(|user| HeaderValue::from_str(&user.username).ok());
+    Judged { decision, permission, entry, user }
 }
 
 fn allow_message(basis: Basis) -> &'static str {
@@ -126,7 +131,7 @@ fn response(state: &AppState, judged: &Judged) -> DecideResponse {
         boundary,
         token_id: decision.token.map(|t| t.0),
         user: decision.user.and_then(|u| directory.user(u)).map(|u| u.username.to_string()),
-        endpoint: judged.endpoint.clone(),
+        endpoint: judged.entry.map(|entry| format!("{} {}", entry.method.name(), entry.template)),
     }
 }
 
@@ -146,7 +151,7 @@ pub async fn decide(
     }
     let started = Instant::now();
     let judged = judge(&state, &body.token, &body.method, &body.path, client_ip);
-    state.metrics.record("decide", judged.decision.is_allowed(), reason_code(&judged.decision), started.elapsed());
+    state.metrics.record("decide", reason_code(&judged.decision), started.elapsed());
     Ok(Json(response(&state, &judged)))
 }
 
@@ -161,15 +166,17 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// `GET /api/v1/forward-auth`: nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz.
 /// 200 allows; 401 for missing or invalid credentials; 403 for everything else (never 404
 /// or 5xx, which proxies turn into 500).
-pub async fn forward_auth(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn forward_auth(State(state): State<AppState>, mut request: axum::extract::Request) -> Response {
     let started = Instant::now();
+    // The request is taken whole so its headers are read in place, not copied.
+    let Ok(ConnectInfo(peer)) = request.extract_parts::<ConnectInfo<SocketAddr>>().await else {
+        state.metrics.record("forward_auth", "untrusted_proxy", started.elapsed());
+        return forbidden("untrusted_proxy", "the peer address is unknown".to_owned(), None);
+    };
+    let headers = request.headers();
     let trusted = state.trusts_proxy(peer.ip());
     let forwarded = |modern: &str, original: &str| {
-        if trusted { header(&headers, modern).or_else(|| header(&headers, original)) } else { None }
+        if trusted { header(headers, modern).or_else(|| header(headers, original)) } else { None }
     };
     let (Some(method), Some(uri)) =
         (forwarded("x-forwarded-method", "x-original-method"), forwarded("x-forwarded-uri", "x-original-uri"))
@@ -180,33 +187,25 @@ pub async fn forward_auth(
         } else {
             "this address may not forward requests: add it to the trusted proxies"
         };
+        state.metrics.record("forward_auth", reason, started.elapsed());
         return forbidden(reason, message.to_owned(), None);
     };
-    let client_ip = crate::auth::client_address(&state, &headers, Some(peer.ip()));
+    let client_ip = crate::auth::client_address(&state, headers, Some(peer.ip()));
     let query = uri.split_once('?').map(|(_, query)| query);
-    let Some(token) = presented_token(&headers, query) else {
-        state.metrics.record("forward_auth", false, "missing_token", started.elapsed());
+    let Some(token) = presented_token(headers, query) else {
+        state.metrics.record("forward_auth", "missing_token", started.elapsed());
         return unauthorized("missing_token", "No token: send PRIVATE-TOKEN or Authorization: Bearer.".to_owned());
     };
     let judged = judge(&state, &token, method, uri, client_ip);
-    state.metrics.record(
-        "forward_auth",
-        judged.decision.is_allowed(),
-        reason_code(&judged.decision),
-        started.elapsed(),
-    );
+    state.metrics.record("forward_auth", reason_code(&judged.decision), started.elapsed());
     match judged.decision.outcome {
         Ok(_) => {
             let mut response = StatusCode::OK.into_response();
-            let user = judged
-                .decision
-                .user
-                .and_then(|id| state.engine().index.directory.user(id).map(|u| u.username.to_string()));
-            if let Some(user) = user.and_then(|u| HeaderValue::from_str(&u).ok()) {
+            if let Some(user) = judged.user {
                 response.headers_mut().insert("x-patgate-user", user);
             }
-            if let Some(id) = judged.decision.token.and_then(|t| HeaderValue::from_str(&t.0.to_string()).ok()) {
-                response.headers_mut().insert("x-patgate-token-id", id);
+            if let Some(token) = judged.decision.token {
+                response.headers_mut().insert("x-patgate-token-id", HeaderValue::from(token.0));
             }
             response
         }
