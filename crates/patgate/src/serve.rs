@@ -93,7 +93,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
-    tokio::spawn(patgate_server::replica::follow(shared.clone(), config.database_url.clone()));
+    let (following, ready) = tokio::sync::oneshot::channel();
+    tokio::spawn(patgate_server::replica::follow(shared.clone(), config.database_url.clone(), following));
+    // Answer only once changes from other replicas are being followed (or the attempt failed
+    // and polling took over), so a change committed right after start is never missed.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), ready).await;
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
