@@ -174,11 +174,11 @@ fn main() -> BenchResult<()> {
     let rss_tokens = rss_bytes();
     let live_tokens = live_bytes(GLOBAL.stats());
     let tokens = index.token_count();
-    let engine = Engine { resources, index, format, key };
+    let engine = Engine { resources, index, format, key, policy: Default::default() };
 
     let (users, groups, projects) = engine.index.directory.counts();
     let fine = engine.index.tokens().filter(|t| matches!(t.authority, Authority::FineGrained(_))).count();
-    let revoked = engine.index.tokens().filter(|t| t.revoked).count();
+    let revoked = engine.index.tokens().filter(|t| t.revoked_at.is_some()).count();
     let expired = engine.index.tokens().filter(|t| t.is_expired(now)).count();
     println!(
         "world: {users} users, {groups} groups (depth histogram 1..8: {:?}), {projects} projects ({} personal), \

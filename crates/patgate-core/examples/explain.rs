@@ -36,7 +36,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             owner: UserId(1),
             authority: Authority::FineGrained(Box::new([grant])),
             expires_at: Timestamp::parse_date("2027-06-01"),
-            revoked: false,
+            created_at: Timestamp(0),
+            revoked_at: None,
             allowed_ips: Box::new([]),
         },
     )?;
@@ -48,11 +49,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             owner: UserId(1),
             authority: Authority::Legacy(ScopeSet::EMPTY.with(LegacyScope::ReadApi)),
             expires_at: Timestamp::parse_date("2027-06-01"),
-            revoked: false,
+            created_at: Timestamp(0),
+            revoked_at: None,
             allowed_ips: Box::new([]),
         },
     )?;
-    let engine = Engine { resources, index, format, key };
+    let engine = Engine { resources, index, format, key, policy: Default::default() };
     let now = Timestamp::parse_date("2026-11-28").unwrap_or_default();
 
     let ask = |label: &str, token: &str, permission: &str, boundary: BoundaryRef<'_>| {

@@ -9,6 +9,7 @@ use std::{fmt, net::IpAddr};
 use crate::{
     directory::{Ancestry, Directory, GroupId, Locator, ProjectId, User, UserId, UserLocator, Visibility},
     index::TokenLookup,
+    policy::{LifetimeExcess, Policy},
     resource::{Action, BoundaryKind, Permission, Resources, RoleRow},
     role::{Requirement, Role},
     scope::{LegacyScope, ScopeSet},
@@ -139,6 +140,11 @@ pub enum DenyReason {
     OwnerBlocked,
     /// The client address is outside the token's allowlist.
     IpNotAllowed,
+    /// The token lives longer than the policy now allows (the instance cap, or a stricter
+    /// cap of a group the boundary lies in); rotating it gives it a compliant expiry.
+    LifetimePolicy(LifetimeExcess),
+    /// A legacy token, and the policy has turned legacy tokens off.
+    LegacyDisabled,
     /// No catalog entry, and the token is fine-grained.
     EndpointNotCovered,
     /// The boundary does not exist or the owner cannot see it (answered 404).
@@ -167,6 +173,8 @@ impl DenyReason {
             DenyReason::Expired => "expired",
             DenyReason::OwnerBlocked => "owner_blocked",
             DenyReason::IpNotAllowed => "ip_not_allowed",
+            DenyReason::LifetimePolicy(_) => "lifetime_policy",
+            DenyReason::LegacyDisabled => "legacy_disabled",
             DenyReason::EndpointNotCovered => "endpoint_not_covered",
             DenyReason::NotFound => "not_found",
             DenyReason::OutsideReach => "outside_reach",
@@ -186,7 +194,9 @@ impl DenyReason {
             | DenyReason::Revoked
             | DenyReason::Expired
             | DenyReason::OwnerBlocked
-            | DenyReason::IpNotAllowed => 401,
+            | DenyReason::IpNotAllowed
+            | DenyReason::LegacyDisabled
+            | DenyReason::LifetimePolicy(LifetimeExcess { group: None, .. }) => 401,
             DenyReason::NotFound => 404,
             _ => 403,
         }
@@ -211,6 +221,17 @@ impl DenyReason {
             DenyReason::Expired => "The token has expired.".to_owned(),
             DenyReason::OwnerBlocked => "The token's owner is blocked or deleted.".to_owned(),
             DenyReason::IpNotAllowed => "The token may not be used from this address.".to_owned(),
+            DenyReason::LifetimePolicy(LifetimeExcess { cap_days, group: None }) => format!(
+                "The token lives longer than the current policy allows ({cap_days} days at most, with an expiry \
+                 date); rotate it to get a compliant expiry."
+            ),
+            DenyReason::LifetimePolicy(LifetimeExcess { cap_days, group: Some(_) }) => format!(
+                "Tokens used in this group may live {cap_days} days at most, and this one lives longer; rotate it \
+                 or create a token with an earlier expiry."
+            ),
+            DenyReason::LegacyDisabled => {
+                "Legacy tokens are turned off on this instance; use a fine-grained token.".to_owned()
+            }
             DenyReason::EndpointNotCovered => {
                 "This endpoint does not support fine-grained tokens: it is not in patgate's endpoint catalog."
                     .to_owned()
@@ -296,10 +317,8 @@ pub fn authenticate<'i, L: TokenLookup>(
     }
 }
 
-/// Decides `request` for `token` at `now`, against the live directory.
-///
-/// Pure and total: the same inputs give the same answer, nothing is written, and every
-/// unexpected state is a deny.
+/// Decides `request` for `token` at `now`, against the live directory, with no policy
+/// beyond the token's own state (see [`decide_under`]).
 pub fn decide(
     resources: &Resources,
     directory: &Directory,
@@ -307,26 +326,49 @@ pub fn decide(
     request: &Request<'_>,
     now: Timestamp,
 ) -> Decision {
+    decide_under(resources, directory, &Policy::UNRESTRICTED, token, request, now)
+}
+
+/// Decides `request` for `token` at `now`, against the live directory and the instance's
+/// `policy`.
+///
+/// Pure and total: the same inputs give the same answer, nothing is written, and every
+/// unexpected state is a deny.
+pub fn decide_under(
+    resources: &Resources,
+    directory: &Directory,
+    policy: &Policy,
+    token: &TokenRecord,
+    request: &Request<'_>,
+    now: Timestamp,
+) -> Decision {
     let mut decision =
         Decision { outcome: Err(DenyReason::UnknownToken), token: Some(token.id), user: None, boundary: None };
-    decision.outcome = judge(resources, directory, token, request, now, &mut decision);
+    decision.outcome = judge(resources, directory, policy, token, request, now, &mut decision);
     decision
 }
 
 fn judge(
     resources: &Resources,
     directory: &Directory,
+    policy: &Policy,
     token: &TokenRecord,
     request: &Request<'_>,
     now: Timestamp,
     decision: &mut Decision,
 ) -> Result<Basis, DenyReason> {
-    // §3.2 the token itself.
-    if token.revoked {
+    // §3.2 the token itself, then the policy it is used under.
+    if token.is_revoked(now) {
         return Err(DenyReason::Revoked);
     }
     if token.is_expired(now) {
         return Err(DenyReason::Expired);
+    }
+    if let Some(excess) = policy.token_excess(token) {
+        return Err(DenyReason::LifetimePolicy(excess));
+    }
+    if policy.legacy_disabled(token, now) {
+        return Err(DenyReason::LegacyDisabled);
     }
     let owner = directory.user(token.owner).filter(|user| user.is_active()).ok_or(DenyReason::OwnerBlocked)?;
     decision.user = Some(owner.id);
@@ -354,6 +396,11 @@ fn judge(
     // §3.4 the boundary, and whether the owner may see it at all.
     let boundary = resolve(directory, owner, boundary_ref).ok_or(DenyReason::NotFound)?;
     decision.boundary = Some(boundary.resolved);
+    if !policy.group_caps.is_empty()
+        && let Some(excess) = policy.group_excess(token, boundary.ancestry.groups())
+    {
+        return Err(DenyReason::LifetimePolicy(excess));
+    }
 
     // §3.5 and §3.6: reach, then permissions or scopes.
     let basis = match &token.authority {

@@ -2,8 +2,9 @@
 //! format and the digest key.
 
 use crate::{
-    decision::{Decision, Request, authenticate, decide},
+    decision::{Decision, Request, authenticate, decide_under},
     index::Index,
+    policy::Policy,
     resource::Resources,
     time::Timestamp,
     token::{DigestKey, TokenFormat},
@@ -16,6 +17,8 @@ pub struct Engine {
     pub index: Index,
     pub format: TokenFormat,
     pub key: DigestKey,
+    /// The instance policy enforced at use.
+    pub policy: Policy,
 }
 
 impl Engine {
@@ -23,7 +26,7 @@ impl Engine {
     /// look up, decide.
     pub fn decide_presented(&self, presented: &str, request: &Request<'_>, now: Timestamp) -> Decision {
         match authenticate(&self.index, &self.format, &self.key, presented) {
-            Ok(token) => decide(&self.resources, &self.index.directory, token, request, now),
+            Ok(token) => decide_under(&self.resources, &self.index.directory, &self.policy, token, request, now),
             Err(reason) => Decision::deny(reason),
         }
     }

@@ -96,9 +96,10 @@ impl Index {
         self.tokens.get_mut(slot as usize).ok_or(IndexError::UnknownToken(id))
     }
 
-    /// Marks a token revoked; it is denied from the next decision on.
-    pub fn revoke(&mut self, id: TokenId) -> Result<(), IndexError> {
-        self.record_mut(id)?.revoked = true;
+    /// Marks a token revoked from `at` on (the moment of revocation, or the end of a
+    /// rotation's grace period).
+    pub fn revoke(&mut self, id: TokenId, at: Timestamp) -> Result<(), IndexError> {
+        self.record_mut(id)?.revoked_at = Some(at);
         Ok(())
     }
 

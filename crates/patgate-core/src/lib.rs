@@ -12,6 +12,7 @@ pub mod engine;
 pub mod grant;
 pub mod index;
 pub mod net;
+pub mod policy;
 pub mod resource;
 pub mod role;
 pub mod scope;
@@ -20,7 +21,7 @@ pub mod token;
 pub mod validate;
 
 pub use decision::{
-    Basis, Boundary, BoundaryRef, Decision, DenyReason, Operation, Request, Surface, authenticate, decide,
+    Basis, Boundary, BoundaryRef, Decision, DenyReason, Operation, Request, Surface, authenticate, decide, decide_under,
 };
 pub use directory::{
     Directory, DirectoryError, Group, GroupId, Locator, MembershipTarget, Namespace, Project, ProjectId, User, UserId,
@@ -29,6 +30,7 @@ pub use directory::{
 pub use engine::Engine;
 pub use grant::{Grant, Reach, ReachKind};
 pub use index::{Index, TokenLookup};
+pub use policy::{LifetimeExcess, Policy};
 pub use resource::{Action, ActionSet, BoundaryKind, Permission, PermissionSet, ResourceId, Resources};
 pub use role::{Requirement, Role};
 pub use scope::{LegacyScope, ScopeSet};

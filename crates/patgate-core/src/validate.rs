@@ -112,6 +112,8 @@ pub enum ValidationError {
     ExpiryInPast,
     #[error("`expires_at` is beyond the maximum lifetime of {max_days} days")]
     ExpiryBeyondPolicy { max_days: u32 },
+    #[error("`expires_at` is beyond the maximum lifetime of {max_days} days for tokens reaching into group `{group}`")]
+    ExpiryBeyondGroupPolicy { group: String, max_days: u32 },
     #[error("`allowed_ips`: `{0}` is not an IP address or CIDR range")]
     BadIp(String),
     #[error("a fine-grained token can only create tokens with equal or narrower permissions")]
@@ -189,6 +191,57 @@ pub fn validate_expiry(
                 Ok(())
             }
         }
+    }
+}
+
+/// Checks an expiry against the stricter caps (`(group, days)`) of the groups a token's
+/// authority reaches into: a group named by a `selected` grant, above or below a capped
+/// group, or a project inside one; for `all_memberships` and legacy tokens, the owner's
+/// memberships (every group for an administrator).
+pub fn validate_group_caps(
+    directory: &Directory,
+    owner: &User,
+    authority: &Authority,
+    caps: &[(GroupId, u32)],
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<(), ValidationError> {
+    let reaches = |capped: GroupId| -> bool {
+        let touches_group = |group: GroupId| {
+            directory.group_contains_group(capped, group) || directory.group_contains_group(group, capped)
+        };
+        let touches_project = |project: ProjectId| {
+            directory.project(project).is_some_and(|project| directory.group_contains_project(capped, project))
+        };
+        let memberships = || {
+            owner.admin
+                || owner.memberships().any(|(target, _)| match target {
+                    crate::directory::MembershipTarget::Group(group) => touches_group(group),
+                    crate::directory::MembershipTarget::Project(project) => touches_project(project),
+                })
+        };
+        match authority {
+            Authority::Legacy(_) => memberships(),
+            Authority::FineGrained(grants) => grants.iter().any(|grant| match &grant.reach {
+                Reach::AllMemberships => memberships(),
+                Reach::Selected { projects, groups } => {
+                    groups.iter().any(|group| touches_group(*group))
+                        || projects.iter().any(|project| touches_project(*project))
+                }
+                Reach::PersonalProjects | Reach::User | Reach::Instance => false,
+            }),
+        }
+    };
+    let strictest = caps
+        .iter()
+        .filter(|(group, days)| crate::policy::exceeds(now, expires_at, *days) && reaches(*group))
+        .min_by_key(|(_, days)| *days);
+    match strictest {
+        Some((group, days)) => Err(ValidationError::ExpiryBeyondGroupPolicy {
+            group: directory.group(*group).map_or_else(|| group.0.to_string(), |group| group.full_path.to_string()),
+            max_days: *days,
+        }),
+        None => Ok(()),
     }
 }
 

@@ -5,7 +5,7 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
 use crate::{
-    routes::{admin, decision, health, tokens},
+    routes::{admin, decision, health, lifecycle, tokens},
     state::AppState,
 };
 
@@ -64,6 +64,10 @@ pub const ROUTES: &[Route] = &[
     route!("GET" "/api/v1/personal_access_tokens/{id}", "Show a token.", Token, None, 200 Some("Token"), get(tokens::show)),
     route!("DELETE" "/api/v1/personal_access_tokens/{id}", "Revoke a token.", Token, None, 204 None, delete(tokens::revoke)),
     route!("POST" "/api/v1/personal_access_tokens/{id}/rotate", "Rotate a token: a new secret with the same name and grants, the old one revoked.", Token, None, 200 Some("Token"), post(tokens::rotate)),
+    route!("POST" "/api/v1/credentials/revoke", "Leak report (secret scanners): revoke every valid token among up to 1,000 strings (reason leaked). No authentication; rate-limited per client address; never says which strings were valid.", Open, Some("LeakReport"), 202 Some("LeakReceipt"), post(lifecycle::report_leak)),
+    route!("GET" "/api/v1/audit_events", "The audit log, newest first: administrators see every event (?user=, token_id=, type=, after=, before=, before_id=, limit=); others their own.", Token, None, 200 Some("AuditPage"), get(lifecycle::audit_events)),
+    route!("POST" "/api/v1/admin/token_lookup", "Which token a string is (administrators), without revoking it.", Admin, Some("TokenLookup"), 200 Some("Token"), post(lifecycle::token_lookup)),
+    route!("GET" "/api/v1/admin/webhook_deliveries", "The webhook outbox: deliveries with attempts, status and last error (?pending=true, before_id=, limit=).", Admin, None, 200 None, get(lifecycle::webhook_deliveries)),
     route!("POST" "/api/v1/admin/directory/import", "Import users, groups, projects and memberships: idempotent, all or nothing.", Admin, Some("ImportRequest"), 200 Some("ImportResponse"), post(admin::import)),
     route!("POST" "/api/v1/admin/users", "Create a user.", Admin, Some("User"), 201 None, post(admin::create_user)),
     route!("DELETE" "/api/v1/admin/users/{username}", "Delete a user: their tokens stop working.", Admin, None, 204 None, delete(admin::delete_user)),
@@ -147,7 +151,23 @@ fn schemas() -> Value {
         "ProjectUpdate": { "type": "object", "properties": { "namespace": string(), "visibility": string() } },
         "Settings": { "type": "object", "properties": {
             "max_lifetime_days": { "type": "integer", "minimum": 1, "maximum": 400 }, "expiry_required": { "type": "boolean" },
-            "legacy_tokens_allowed": { "type": "boolean" }, "token_prefix": string() } }
+            "legacy_tokens_allowed": { "type": "boolean" }, "token_prefix": string(),
+            "legacy_creation_disabled_from": { "type": ["string", "null"], "format": "date" },
+            "legacy_use_disabled_from": { "type": ["string", "null"], "format": "date" },
+            "group_max_lifetime_days": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 1 } },
+            "rotation_grace_seconds": { "type": "integer", "minimum": 0, "maximum": 86400 },
+            "inactivity_days": { "type": "integer", "minimum": 0 } } },
+        "LeakReport": { "oneOf": [
+            { "type": "array", "maxItems": 1000, "items": { "oneOf": [string(), { "type": "object", "required": ["token"],
+                "properties": { "token": string(), "type": string(), "url": string(), "source": string() } }] } },
+            { "type": "object", "required": ["tokens"], "properties": { "tokens": { "type": "array", "maxItems": 1000 } } } ] },
+        "LeakReceipt": { "type": "object", "properties": { "received": { "type": "integer" }, "message": string() } },
+        "TokenLookup": { "type": "object", "required": ["token"], "properties": { "token": string() } },
+        "AuditPage": { "type": "object", "properties": {
+            "events": { "type": "array", "items": { "type": "object", "properties": {
+                "id": { "type": "integer" }, "at": string(), "type": string(), "user": string(), "token_id": { "type": "integer" },
+                "actor": string(), "details": { "type": "object" } } } },
+            "next_before_id": { "type": "integer" } } }
     })
 }
 

@@ -8,7 +8,7 @@ use axum::{
     http::{HeaderMap, header, request::Parts},
 };
 use patgate_core::{
-    BoundaryRef, DenyReason, Permission, Request, Surface, TokenRecord, UserId, decide, decision::Operation,
+    BoundaryRef, DenyReason, Permission, Request, Surface, TokenRecord, UserId, decide_under, decision::Operation,
 };
 
 use crate::{
@@ -137,6 +137,20 @@ pub fn authorize(
     on_own_token: bool,
     read_only: bool,
 ) -> Result<Caller, ApiError> {
+    authorize_with(shared, credentials, permissions, boundary, on_own_token, read_only, false)
+}
+
+/// [`authorize`], optionally ignoring the lifetime caps: a token blocked by a lowered cap
+/// may still rotate itself, which is how it gets a compliant expiry.
+pub fn authorize_with(
+    shared: &Shared,
+    credentials: &Credentials,
+    permissions: &[Permission],
+    boundary: BoundaryRef<'_>,
+    on_own_token: bool,
+    read_only: bool,
+    ignore_lifetime_caps: bool,
+) -> Result<Caller, ApiError> {
     let presented = presented_token(&credentials.headers, None).ok_or_else(|| ApiError::Unauthenticated {
         reason: "missing_token",
         message: "No token: send it as `PRIVATE-TOKEN: <token>` or `Authorization: Bearer <token>`.".to_owned(),
@@ -158,12 +172,26 @@ pub fn authorize(
         on_own_token,
         client_ip: credentials.client_ip,
     };
-    let decision = decide(&engine.resources, &engine.index.directory, token, &request, now);
+    let relaxed;
+    let policy = if ignore_lifetime_caps {
+        relaxed = patgate_core::Policy {
+            legacy_use_disabled_from: engine.policy.legacy_use_disabled_from,
+            ..patgate_core::Policy::UNRESTRICTED
+        };
+        &relaxed
+    } else {
+        &engine.policy
+    };
+    let decision = decide_under(&engine.resources, &engine.index.directory, policy, token, &request, now);
     let owner = engine.index.directory.user(token.owner).map(|user| (user.username.to_string(), user.admin));
     let token = token.clone();
     drop(engine);
     match (decision.outcome, owner) {
-        (Ok(_), Some((username, admin))) => Ok(Caller { user: token.owner, username, admin, token }),
+        (Ok(_), Some((username, admin))) => {
+            // A management call is a use of the token too (inactivity, last used).
+            shared.usage.record(token.id, token.owner, now, credentials.client_ip);
+            Ok(Caller { user: token.owner, username, admin, token })
+        }
         (Err(reason), _) => Err(deny_error(shared, reason)),
         (Ok(_), None) => Err(ApiError::Internal("allowed token without owner".to_owned())),
     }
@@ -184,8 +212,10 @@ pub fn authenticate_only(shared: &Shared, credentials: &Credentials) -> Result<C
         on_own_token: true,
         client_ip: None,
     };
-    let outcome = patgate_core::authenticate(&engine.index, &engine.format, &engine.key, &presented)
-        .map(|token| (decide(&engine.resources, &engine.index.directory, token, &request, now), token.clone()));
+    let outcome = patgate_core::authenticate(&engine.index, &engine.format, &engine.key, &presented).map(|token| {
+        let decision = decide_under(&engine.resources, &engine.index.directory, &engine.policy, token, &request, now);
+        (decision, token.clone())
+    });
     let owner = match &outcome {
         Ok((_, token)) => engine.index.directory.user(token.owner).map(|u| (u.username.to_string(), u.admin)),
         Err(_) => None,
@@ -194,7 +224,10 @@ pub fn authenticate_only(shared: &Shared, credentials: &Credentials) -> Result<C
     match outcome {
         Err(reason) => Err(deny_error(shared, reason)),
         Ok((decision, token)) => match (decision.outcome, owner) {
-            (Ok(_), Some((username, admin))) => Ok(Caller { user: token.owner, username, admin, token }),
+            (Ok(_), Some((username, admin))) => {
+                shared.usage.record(token.id, token.owner, now, credentials.client_ip);
+                Ok(Caller { user: token.owner, username, admin, token })
+            }
             (Err(reason), _) => Err(deny_error(shared, reason)),
             (Ok(_), None) => Err(ApiError::Internal("allowed token without owner".to_owned())),
         },

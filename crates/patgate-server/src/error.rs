@@ -33,6 +33,9 @@ pub enum ApiError {
     /// The body is larger than allowed (413).
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),
+    /// Too many requests from this client address; try again after this many seconds (429).
+    #[error("too many requests from this address; retry in {0} seconds")]
+    RateLimited(u64),
     /// Something failed inside; the body says nothing more (500).
     #[error("internal error")]
     Internal(String),
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
@@ -92,6 +96,11 @@ impl IntoResponse for ApiError {
             object.insert("reason".into(), reason.into());
         }
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::RateLimited(seconds) = &self
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -6,10 +6,14 @@ pub mod auth;
 pub mod bootstrap;
 pub mod error;
 pub mod extract;
+pub mod jobs;
 pub mod metrics;
+pub mod ratelimit;
 pub mod replica;
 pub mod routes;
 pub mod state;
+pub mod usage;
+pub mod webhook;
 
 use axum::{
     Router,

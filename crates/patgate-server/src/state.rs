@@ -7,13 +7,15 @@ use std::{
 };
 
 use patgate_core::{
-    DigestKey, Directory, Engine, GroupId, Index, MembershipTarget, ProjectId, Resources, Timestamp, TokenFormat,
-    TokenId, UserId, catalog::Catalog, net::IpNet,
+    DigestKey, Directory, Engine, GroupId, Index, MembershipTarget, Policy, ProjectId, Resources, Timestamp,
+    TokenFormat, TokenId, UserId, catalog::Catalog, net::IpNet,
 };
 use patgate_store::{Change, Settings, SqlStore, Store, StoreError};
 use tokio::sync::Mutex;
 
-use crate::{error::ApiError, metrics::Metrics};
+use crate::{
+    error::ApiError, jobs::Intervals, metrics::Metrics, ratelimit::RateLimiter, usage::Usage, webhook::WebhookSecret,
+};
 
 /// Where "now" comes from: the wall clock in production, a fixed instant in tests.
 #[derive(Clone)]
@@ -58,7 +60,46 @@ pub struct Shared {
     pub trusted_proxies: Vec<IpNet>,
     pub metrics: Metrics,
     pub clock: Clock,
+    /// Token use not flushed to the store yet.
+    pub usage: Usage,
+    /// Signs webhook deliveries (unsigned when `None`).
+    pub webhook_secret: Option<WebhookSecret>,
+    pub webhook_agent: ureq::Agent,
+    /// This process's name for job leases.
+    pub holder: String,
+    pub intervals: Intervals,
+    /// Leak reports per client address.
+    pub leak_limiter: RateLimiter,
 }
+
+/// The decision policy the settings and the directory describe: group caps are named by
+/// path in the settings and applied by id (a group that does not exist has no cap).
+pub fn policy_of(settings: &Settings, directory: &Directory) -> Policy {
+    let date = |text: &Option<String>| text.as_deref().and_then(Timestamp::parse_date);
+    Policy {
+        max_lifetime_days: settings.max_lifetime_days,
+        expiry_required: settings.expiry_required,
+        group_caps: settings
+            .group_max_lifetime_days
+            .iter()
+            .filter_map(|(path, days)| {
+                directory.group_by_path(&path.to_ascii_lowercase()).map(|group| (group.id, *days))
+            })
+            .collect(),
+        legacy_use_disabled_from: date(&settings.legacy_use_disabled_from),
+    }
+}
+
+fn holder_name() -> String {
+    let mut bytes = [0_u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    format!("{host}/{}/{}", std::process::id(), bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Leak reports a client address may send at once, and per minute after that.
+pub const LEAK_REPORT_BURST: u32 = 30;
+pub const LEAK_REPORTS_PER_MINUTE: u32 = 30;
 
 /// The handle handlers receive.
 pub type AppState = Arc<Shared>;
@@ -104,8 +145,29 @@ impl Shared {
         let settings = store.settings().await?;
         let format = TokenFormat::new(&settings.token_prefix).map_err(|error| ApiError::Internal(error.to_string()))?;
         let (index, sequence) = load_index(&store).await?;
-        Ok(Shared {
-            engine: RwLock::new(Engine { resources, index, format, key }),
+        let policy = policy_of(&settings, &index.directory);
+        Ok(Shared::around(
+            Engine { resources, index, format, key, policy },
+            catalog,
+            store,
+            settings,
+            sequence,
+            trusted_proxies,
+            clock,
+        ))
+    }
+
+    fn around(
+        engine: Engine,
+        catalog: Catalog,
+        store: SqlStore,
+        settings: Settings,
+        sequence: i64,
+        trusted_proxies: Vec<IpNet>,
+        clock: Clock,
+    ) -> Shared {
+        Shared {
+            engine: RwLock::new(engine),
             catalog,
             store,
             settings: RwLock::new(settings),
@@ -113,7 +175,13 @@ impl Shared {
             trusted_proxies,
             metrics: Metrics::default(),
             clock,
-        })
+            usage: Usage::default(),
+            webhook_secret: None,
+            webhook_agent: crate::webhook::agent(),
+            holder: holder_name(),
+            intervals: Intervals::default(),
+            leak_limiter: RateLimiter::new(LEAK_REPORT_BURST, LEAK_REPORTS_PER_MINUTE),
+        }
     }
 
     /// State around an index built elsewhere (benchmarks load a synthetic world this way);
@@ -127,16 +195,7 @@ impl Shared {
     ) -> Result<Shared, ApiError> {
         let settings = store.settings().await?;
         let sequence = store.changes_since(0, u32::MAX).await?.last().map_or(0, |(sequence, _)| *sequence);
-        Ok(Shared {
-            engine: RwLock::new(engine),
-            catalog,
-            store,
-            settings: RwLock::new(settings),
-            applied: Mutex::new(sequence),
-            trusted_proxies,
-            metrics: Metrics::default(),
-            clock,
-        })
+        Ok(Shared::around(engine, catalog, store, settings, sequence, trusted_proxies, clock))
     }
 
     /// Read access to the engine. Never held across an `.await`.
@@ -206,6 +265,9 @@ impl Shared {
                     }
                 })
                 .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                // A group cap names its group by path: a new group may be one.
+                let settings = self.settings();
+                self.with_engine(|engine| engine.policy = policy_of(&settings, &engine.index.directory));
             }
             Change::Project { id } => {
                 let row = self.store.project(ProjectId(id)).await?;
@@ -249,8 +311,8 @@ impl Shared {
                     self.with_engine(|engine| {
                         let index = &mut engine.index;
                         if index.token(record.id).is_some() {
-                            if record.revoked {
-                                index.revoke(record.id)?;
+                            if let Some(at) = record.revoked_at {
+                                index.revoke(record.id, at)?;
                             }
                             index.set_expiry(record.id, record.expires_at)
                         } else {
@@ -262,9 +324,13 @@ impl Shared {
             }
             Change::Settings => {
                 let settings = self.store.settings().await?;
-                if let Ok(format) = TokenFormat::new(&settings.token_prefix) {
-                    self.with_engine(|engine| engine.format = format);
-                }
+                let format = TokenFormat::new(&settings.token_prefix).ok();
+                self.with_engine(|engine| {
+                    if let Some(format) = format {
+                        engine.format = format;
+                    }
+                    engine.policy = policy_of(&settings, &engine.index.directory);
+                });
                 *self.settings.write().unwrap_or_else(std::sync::PoisonError::into_inner) = settings;
             }
         }

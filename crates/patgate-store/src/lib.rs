@@ -120,17 +120,27 @@ pub struct TokenRow {
     /// The token this one replaced by rotation.
     pub previous: Option<TokenId>,
     pub last_used_at: Option<Timestamp>,
+    /// The most recent distinct client addresses it was used from, newest first (at most 5).
+    pub last_ips: Vec<std::net::IpAddr>,
+    /// The smallest expiry notice sent (60, 30, 7 or 0 days before).
+    pub last_notice_days: Option<u32>,
 }
 
 impl TokenRow {
+    /// Whether the token counts as revoked at `now` (a rotated one only after its grace).
+    pub fn is_revoked(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_some_and(|at| now >= at)
+    }
+
     /// What the decision needs of this token.
     pub fn record(&self) -> TokenRecord {
         TokenRecord {
             id: self.id,
             owner: self.owner,
             authority: self.authority.clone(),
+            created_at: self.created_at,
             expires_at: self.expires_at,
-            revoked: self.revoked_at.is_some(),
+            revoked_at: self.revoked_at,
             allowed_ips: self.allowed_ips.clone().into_boxed_slice(),
         }
     }
@@ -214,6 +224,87 @@ impl Audit {
     }
 }
 
+/// Where webhook events go: every audit event whose type is in `events` (or in
+/// [`LIFECYCLE_EVENTS`] when `events` is empty) becomes a delivery to `url`, written in the
+/// same transaction as the event (a durable outbox).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookTarget {
+    pub url: String,
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+/// The audit events a webhook receives unless it lists its own.
+pub const LIFECYCLE_EVENTS: &[&str] = &[
+    "token_expiry_notice",
+    "token_expired",
+    "token_revoked",
+    "token_rotated",
+    "reuse_detected",
+    "leak_reported",
+    "token_used_from_new_ip",
+    "token_blocked_by_policy",
+];
+
+impl WebhookTarget {
+    /// Whether this target receives events of type `event`.
+    pub fn wants(&self, event: &str) -> bool {
+        if self.events.is_empty() {
+            LIFECYCLE_EVENTS.contains(&event)
+        } else {
+            self.events.iter().any(|wanted| wanted == event)
+        }
+    }
+}
+
+/// One webhook delivery of the outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: i64,
+    pub audit_event_id: i64,
+    pub url: String,
+    pub event: String,
+    /// The JSON body sent, exactly as signed.
+    pub payload: String,
+    pub created_at: Timestamp,
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+    pub delivered_at: Option<Timestamp>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+/// What an attempt to deliver came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    pub at: Timestamp,
+    /// The receiver's HTTP status, if it answered.
+    pub status: Option<u16>,
+    /// `None` when delivered (2xx); else why not.
+    pub error: Option<String>,
+    /// When to try again, if not delivered.
+    pub retry_at: Timestamp,
+}
+
+/// Which deliveries to list.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryFilter {
+    /// Only deliveries not delivered yet.
+    pub pending: bool,
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// One token's use since the last flush.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenUse {
+    pub token: TokenId,
+    pub owner: UserId,
+    pub last_used_at: Timestamp,
+    /// Distinct client addresses, most recent last.
+    pub ips: Vec<std::net::IpAddr>,
+}
+
 /// Which audit events to list.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
@@ -234,6 +325,18 @@ pub struct Settings {
     pub max_lifetime_days: u32,
     pub expiry_required: bool,
     pub legacy_tokens_allowed: bool,
+    /// From this date (`YYYY-MM-DD`, 00:00 UTC) on, new legacy tokens are refused (in
+    /// addition to `legacy_tokens_allowed`).
+    pub legacy_creation_disabled_from: Option<String>,
+    /// From this date (`YYYY-MM-DD`, 00:00 UTC) on, legacy tokens are denied at use
+    /// (`legacy_disabled`).
+    pub legacy_use_disabled_from: Option<String>,
+    /// Stricter lifetime caps for tokens reaching into a group (full path → days).
+    pub group_max_lifetime_days: std::collections::BTreeMap<String, u32>,
+    /// Seconds a rotated token keeps working after its rotation.
+    pub rotation_grace_seconds: u32,
+    /// Revoke tokens unused for this many days (`inactive`); 0 turns it off.
+    pub inactivity_days: u32,
     pub token_prefix: String,
     /// The fingerprint of the instance secret the tokens were made under.
     pub key_fingerprint: String,
@@ -245,6 +348,11 @@ impl Default for Settings {
             max_lifetime_days: 365,
             expiry_required: true,
             legacy_tokens_allowed: true,
+            legacy_creation_disabled_from: None,
+            legacy_use_disabled_from: None,
+            group_max_lifetime_days: std::collections::BTreeMap::new(),
+            rotation_grace_seconds: 0,
+            inactivity_days: 0,
             token_prefix: String::new(),
             key_fingerprint: String::new(),
         }
@@ -357,25 +465,99 @@ pub trait Store: Send + Sync {
         token: &NewToken,
         audit: Audit,
     ) -> impl Future<Output = Result<(TokenId, i64), StoreError>> + Send;
-    /// Revokes the old token and stores its replacement in the same family.
+    /// Revokes the old token (from `grace_seconds` after the audit's instant) and stores its
+    /// replacement in the same family. A token already revoked or rotated is a conflict.
     fn rotate_token(
         &self,
         old: TokenId,
         token: &NewToken,
+        grace_seconds: u32,
         audit: Audit,
     ) -> impl Future<Output = Result<(TokenId, i64), StoreError>> + Send;
+    /// Revokes a token now (also ending a rotation's grace period); `NotFound` if it is
+    /// unknown or already revoked.
     fn revoke_token(
         &self,
         id: TokenId,
         reason: &str,
         audit: Audit,
     ) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    /// Revokes each of `ids` not revoked yet, in one transaction with one audit event each
+    /// (`audit` with the token and owner filled in); returns those it revoked.
+    fn revoke_tokens(
+        &self,
+        ids: &[TokenId],
+        reason: &str,
+        audit: Audit,
+    ) -> impl Future<Output = Result<(Vec<TokenId>, i64), StoreError>> + Send;
+    /// The ids of every token of the rotation family `family`.
+    fn family(&self, family: TokenId) -> impl Future<Output = Result<Vec<TokenId>, StoreError>> + Send;
     fn token(&self, id: TokenId) -> impl Future<Output = Result<Option<TokenRow>, StoreError>> + Send;
     fn tokens(&self, owner: Option<UserId>) -> impl Future<Output = Result<Vec<TokenRow>, StoreError>> + Send;
+
+    // ---- lifecycle jobs ------------------------------------------------------------
+
+    /// Records last use and client addresses; appends `token_used_from_new_ip` for an
+    /// address not seen before. Returns the (token, address) pairs that were new.
+    fn record_usage(
+        &self,
+        uses: &[TokenUse],
+    ) -> impl Future<Output = Result<Vec<(TokenId, std::net::IpAddr)>, StoreError>> + Send;
+    /// Active tokens owed an expiry notice at `now`, with the notice due (60, 30, 7 or 0
+    /// days before), at most `limit`.
+    fn expiry_notices_due(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(TokenRow, u32)>, StoreError>> + Send;
+    /// Records that the `days` notice went out for `token`, with its audit event (and so
+    /// its webhook deliveries); `false` if that or a later notice was recorded already.
+    fn record_expiry_notice(
+        &self,
+        token: TokenId,
+        days: u32,
+        audit: Audit,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Active tokens not used (or, never used, not created) since `cutoff`, at most `limit`.
+    fn inactive_tokens(
+        &self,
+        cutoff: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<TokenId>, StoreError>> + Send;
+    /// Takes or renews the lease on job `name` for `holder` until `until`; `false` while
+    /// another holder's lease runs.
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    // ---- webhook outbox ------------------------------------------------------------
+
+    /// Claims up to `limit` deliveries due at `now` until `claim_until` (no other replica
+    /// takes them meanwhile).
+    fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        claim_until: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
+    /// Records an attempt: delivered when `attempt.error` is `None`, else retried later.
+    fn record_delivery(
+        &self,
+        id: i64,
+        attempt: &DeliveryAttempt,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn deliveries(&self, filter: &DeliveryFilter) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
 
     // ---- settings and audit --------------------------------------------------------
 
     fn settings(&self) -> impl Future<Output = Result<Settings, StoreError>> + Send;
     fn put_settings(&self, settings: &Settings, audit: Audit) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    /// Appends audit events on their own (a lookup, tokens blocked by a policy change), in
+    /// one transaction.
+    fn record_audit(&self, audits: &[Audit]) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn audit_events(&self, filter: &AuditFilter) -> impl Future<Output = Result<Vec<AuditEvent>, StoreError>> + Send;
 }

@@ -15,8 +15,9 @@ use sqlx::{
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::{
-    Audit, AuditEvent, AuditFilter, Change, DirectoryBatch, ImportCounts, MembershipRow, NewToken, PathRow, Settings,
-    Snapshot, Store, StoreError, TokenRow, UserRow, convert,
+    Audit, AuditEvent, AuditFilter, Change, Delivery, DeliveryAttempt, DeliveryFilter, DirectoryBatch, ImportCounts,
+    MembershipRow, NewToken, PathRow, Settings, Snapshot, Store, StoreError, TokenRow, TokenUse, UserRow,
+    WebhookTarget, convert,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -68,6 +69,7 @@ pub struct SqlStore {
     // Serialises this process's writes; PostgreSQL also takes an advisory lock per write
     // transaction so that change numbers are assigned in commit order across replicas.
     write_lock: Mutex<()>,
+    webhooks: Vec<WebhookTarget>,
 }
 
 impl fmt::Debug for SqlStore {
@@ -97,7 +99,10 @@ fn get<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(row: &'r AnyRow, column: 
     row.try_get(column).map_err(|error| StoreError::Corrupt(format!("column {column}: {error}")))
 }
 
-const KNOWN_SCHEMA: i64 = 1;
+const KNOWN_SCHEMA: i64 = 2;
+
+/// How many client addresses a token keeps.
+const LAST_IPS: usize = 5;
 // "patgate" in ASCII.
 const ADVISORY_LOCK_KEY: i64 = 0x0070_6174_6761_7465;
 
@@ -126,7 +131,7 @@ impl SqlStore {
         if backend == Backend::Sqlite && !url.contains(":memory:") {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await.map_err(database)?;
         }
-        let store = SqlStore { pool, backend, resources, write_lock: Mutex::new(()) };
+        let store = SqlStore { pool, backend, resources, write_lock: Mutex::new(()), webhooks: Vec::new() };
         store.migrate().await?;
         Ok(store)
     }
@@ -143,6 +148,18 @@ impl SqlStore {
             }
         }
         self.backend.migrator().run(&self.pool).await.map_err(|error| StoreError::Database(error.to_string()))
+    }
+
+    /// The same store, delivering audit events to `targets` from now on.
+    #[must_use]
+    pub fn with_webhooks(mut self, targets: Vec<WebhookTarget>) -> SqlStore {
+        self.webhooks = targets;
+        self
+    }
+
+    /// The webhook targets configured.
+    pub fn webhooks(&self) -> &[WebhookTarget] {
+        &self.webhooks
     }
 
     /// The connection pool, for the PostgreSQL listener and health checks.
@@ -170,32 +187,27 @@ impl SqlStore {
 
     /// Appends the changes and the audit event, notifies replicas, commits; returns the
     /// last change's sequence number.
-    async fn finish(&self, mut write: Write<'_>, changes: &[Change], audit: &Audit) -> Result<i64, StoreError> {
+    async fn finish(&self, write: Write<'_>, changes: &[Change], audit: &Audit) -> Result<i64, StoreError> {
+        self.finish_many(write, changes, std::slice::from_ref(audit)).await
+    }
+
+    /// [`finish`](Self::finish) with any number of audit events.
+    async fn finish_many(&self, mut write: Write<'_>, changes: &[Change], audits: &[Audit]) -> Result<i64, StoreError> {
         let mut sequence = 0;
+        let at = audits.first().map_or(0, |audit| audit.at.0);
         for change in changes {
             let text = serde_json::to_string(change).map_err(|error| StoreError::Corrupt(error.to_string()))?;
             let row = sqlx::query("INSERT INTO changes (at, change) VALUES ($1, $2) RETURNING seq")
-                .bind(audit.at.0)
+                .bind(at)
                 .bind(text)
                 .fetch_one(&mut *write.tx)
                 .await
                 .map_err(database)?;
             sequence = get(&row, "seq")?;
         }
-        sqlx::query(
-            "INSERT INTO audit_events (at, event, actor_user_id, actor_token_id, user_id, token_id, details) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(audit.at.0)
-        .bind(audit.event)
-        .bind(audit.actor.user.map(|u| i64_of(u.0)).transpose()?)
-        .bind(audit.actor.token.map(|t| i64_of(t.0)).transpose()?)
-        .bind(audit.user.map(|u| i64_of(u.0)).transpose()?)
-        .bind(audit.token.map(|t| i64_of(t.0)).transpose()?)
-        .bind(audit.details.to_string())
-        .execute(&mut *write.tx)
-        .await
-        .map_err(database)?;
+        for audit in audits {
+            self.append_audit(&mut write.tx, audit).await?;
+        }
         if self.backend == Backend::Postgres && sequence > 0 {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(NOTIFY_CHANNEL)
@@ -206,6 +218,111 @@ impl SqlStore {
         }
         write.tx.commit().await.map_err(database)?;
         Ok(sequence)
+    }
+
+    /// Appends one audit event and, for each webhook that wants it, its delivery.
+    async fn append_audit(&self, tx: &mut Transaction<'static, Any>, audit: &Audit) -> Result<(), StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO audit_events (at, event, actor_user_id, actor_token_id, user_id, token_id, details) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(audit.at.0)
+        .bind(audit.event)
+        .bind(audit.actor.user.map(|u| i64_of(u.0)).transpose()?)
+        .bind(audit.actor.token.map(|t| i64_of(t.0)).transpose()?)
+        .bind(audit.user.map(|u| i64_of(u.0)).transpose()?)
+        .bind(audit.token.map(|t| i64_of(t.0)).transpose()?)
+        .bind(audit.details.to_string())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(database)?;
+        let id: i64 = get(&row, "id")?;
+        let mut payload = None;
+        // One delivery per URL: a URL configured twice would otherwise break the unique
+        // (audit_event_id, url) constraint and with it the write that made the event.
+        let mut urls: Vec<&str> = Vec::new();
+        for target in self.webhooks.iter().filter(|target| target.wants(audit.event)) {
+            if urls.contains(&target.url.as_str()) {
+                continue;
+            }
+            urls.push(&target.url);
+            let payload = payload.get_or_insert_with(|| {
+                serde_json::json!({
+                    "id": id,
+                    "event": audit.event,
+                    "at": audit.at.to_string(),
+                    "user_id": audit.user.map(|u| u.0),
+                    "token_id": audit.token.map(|t| t.0),
+                    "actor_user_id": audit.actor.user.map(|u| u.0),
+                    "actor_token_id": audit.actor.token.map(|t| t.0),
+                    "details": audit.details,
+                })
+                .to_string()
+            });
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (audit_event_id, url, event, payload, created_at, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(id)
+            .bind(&target.url)
+            .bind(audit.event)
+            .bind(payload.as_str())
+            .bind(audit.at.0)
+            .execute(&mut **tx)
+            .await
+            .map_err(database)?;
+        }
+        Ok(())
+    }
+
+    /// The last client addresses of every token (of `owner`), newest first.
+    async fn ips_of(&self, owner: Option<UserId>) -> Result<HashMap<TokenId, Vec<std::net::IpAddr>>, StoreError> {
+        let rows = match owner {
+            Some(owner) => {
+                sqlx::query(
+                    "SELECT i.token_id, i.ip FROM token_ips i JOIN tokens t ON t.id = i.token_id \
+                 WHERE t.owner_id = $1 ORDER BY i.token_id, i.seen_order DESC",
+                )
+                .bind(i64_of(owner.0)?)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query("SELECT token_id, ip FROM token_ips ORDER BY token_id, seen_order DESC")
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(database)?;
+        let mut ips: HashMap<TokenId, Vec<std::net::IpAddr>> = HashMap::new();
+        for row in &rows {
+            let token = TokenId(u64_of(get(row, "token_id")?)?);
+            let list = ips.entry(token).or_default();
+            if list.len() < LAST_IPS
+                && let Ok(ip) = get::<String>(row, "ip")?.parse()
+            {
+                list.push(ip);
+            }
+        }
+        Ok(ips)
+    }
+
+    fn delivery_row(row: &AnyRow) -> Result<Delivery, StoreError> {
+        let delivered_at: Option<i64> = get(row, "delivered_at")?;
+        let last_status: Option<i64> = get(row, "last_status")?;
+        Ok(Delivery {
+            id: get(row, "id")?,
+            audit_event_id: get(row, "audit_event_id")?,
+            url: get(row, "url")?,
+            event: get(row, "event")?,
+            payload: get(row, "payload")?,
+            created_at: Timestamp(get(row, "created_at")?),
+            attempts: u32::try_from(get::<i64>(row, "attempts")?).unwrap_or(u32::MAX),
+            next_attempt_at: Timestamp(get(row, "next_attempt_at")?),
+            delivered_at: delivered_at.map(Timestamp),
+            last_status: last_status.and_then(|status| u16::try_from(status).ok()),
+            last_error: get(row, "last_error")?,
+        })
     }
 
     fn user_row(row: &AnyRow) -> Result<UserRow, StoreError> {
@@ -285,6 +402,7 @@ impl SqlStore {
         let revoked_at: Option<i64> = get(row, "revoked_at")?;
         let expires_at: Option<i64> = get(row, "expires_at")?;
         let last_used_at: Option<i64> = get(row, "last_used_at")?;
+        let last_notice_days: Option<i64> = get(row, "last_notice_days")?;
         Ok((
             TokenDigest::from_bytes(digest),
             TokenRow {
@@ -303,6 +421,8 @@ impl SqlStore {
                 family: TokenId(u64_of(family.unwrap_or(id))?),
                 previous: previous.map(u64_of).transpose()?.map(TokenId),
                 last_used_at: last_used_at.map(Timestamp),
+                last_ips: Vec::new(),
+                last_notice_days: last_notice_days.and_then(|days| u32::try_from(days).ok()),
             },
         ))
     }
@@ -528,7 +648,15 @@ impl Store for SqlStore {
             .map_err(database)?;
         let Some(row) = row else { return Ok(None) };
         let mut grants = self.grants_of(&self.pool, Some(i64_of(id.0)?)).await?;
-        Self::token_row(&row, &mut grants).map(Some)
+        let (digest, mut token) = Self::token_row(&row, &mut grants)?;
+        let rows = sqlx::query("SELECT ip FROM token_ips WHERE token_id = $1 ORDER BY seen_order DESC LIMIT $2")
+            .bind(i64_of(id.0)?)
+            .bind(i64::try_from(LAST_IPS).unwrap_or(5))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database)?;
+        token.last_ips = rows.iter().filter_map(|row| get::<String>(row, "ip").ok()?.parse().ok()).collect();
+        Ok(Some((digest, token)))
     }
 
     async fn create_user(
@@ -563,7 +691,31 @@ impl Store for SqlStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("user {id}")));
         }
-        self.finish(write, &[Change::User { id: id.0 }], &audit.user(id)).await
+        let mut changes = vec![Change::User { id: id.0 }];
+        let mut audits = vec![audit.clone().user(id)];
+        if state == UserState::Deleted {
+            // Deleting a user revokes their tokens (blocking only denies them while blocked).
+            let rows = sqlx::query(
+                "UPDATE tokens SET revoked_at = $1, revoke_reason = 'owner_deleted' \
+                 WHERE owner_id = $2 AND (revoked_at IS NULL OR revoked_at > $1) RETURNING id",
+            )
+            .bind(audit.at.0)
+            .bind(i64_of(id.0)?)
+            .fetch_all(&mut *write.tx)
+            .await
+            .map_err(database)?;
+            for row in &rows {
+                let token = TokenId(u64_of(get(row, "id")?)?);
+                changes.push(Change::Token { id: token.0 });
+                audits.push(
+                    Audit::new("token_revoked", audit.actor, audit.at)
+                        .user(id)
+                        .token(token)
+                        .details(serde_json::json!({ "reason": "owner_deleted" })),
+                );
+            }
+        }
+        self.finish_many(write, &changes, &audits).await
     }
 
     async fn create_group(
@@ -726,7 +878,13 @@ impl Store for SqlStore {
         Ok((id, sequence))
     }
 
-    async fn rotate_token(&self, old: TokenId, token: &NewToken, audit: Audit) -> Result<(TokenId, i64), StoreError> {
+    async fn rotate_token(
+        &self,
+        old: TokenId,
+        token: &NewToken,
+        grace_seconds: u32,
+        audit: Audit,
+    ) -> Result<(TokenId, i64), StoreError> {
         let mut write = self.begin().await?;
         let row = sqlx::query("SELECT family_id, revoked_at FROM tokens WHERE id = $1")
             .bind(i64_of(old.0)?)
@@ -739,7 +897,7 @@ impl Store for SqlStore {
         let revoked = sqlx::query(
             "UPDATE tokens SET revoked_at = $1, revoke_reason = 'rotated' WHERE id = $2 AND revoked_at IS NULL",
         )
-        .bind(audit.at.0)
+        .bind(audit.at.0 + i64::from(grace_seconds))
         .bind(i64_of(old.0)?)
         .execute(&mut *write.tx)
         .await
@@ -749,26 +907,266 @@ impl Store for SqlStore {
             return Err(StoreError::Conflict(format!("token {old} is already revoked")));
         }
         let id = self.insert_token(&mut write.tx, token, Some(family), Some(old)).await?;
-        let audit = audit.user(token.owner).token(id).details(serde_json::json!({ "previous": old.0 }));
+        let audit = audit
+            .user(token.owner)
+            .token(id)
+            .details(serde_json::json!({ "previous": old.0, "grace_seconds": grace_seconds }));
         let sequence = self.finish(write, &[Change::Token { id: old.0 }, Change::Token { id: id.0 }], &audit).await?;
         Ok((id, sequence))
     }
 
     async fn revoke_token(&self, id: TokenId, reason: &str, audit: Audit) -> Result<i64, StoreError> {
+        let (revoked, sequence) = self.revoke_tokens(&[id], reason, audit).await?;
+        if revoked.is_empty() {
+            return Err(StoreError::NotFound(format!("active token {id}")));
+        }
+        Ok(sequence)
+    }
+
+    async fn revoke_tokens(
+        &self,
+        ids: &[TokenId],
+        reason: &str,
+        audit: Audit,
+    ) -> Result<(Vec<TokenId>, i64), StoreError> {
         let mut write = self.begin().await?;
-        let done =
-            sqlx::query("UPDATE tokens SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
-                .bind(audit.at.0)
-                .bind(reason)
-                .bind(i64_of(id.0)?)
+        let mut revoked = Vec::new();
+        let mut audits = Vec::new();
+        for id in ids {
+            // Not revoked yet, or only at the end of a rotation's grace period (ended now).
+            let row = sqlx::query(
+                "UPDATE tokens SET revoked_at = $1, revoke_reason = $2 \
+                 WHERE id = $3 AND (revoked_at IS NULL OR revoked_at > $1) RETURNING owner_id",
+            )
+            .bind(audit.at.0)
+            .bind(reason)
+            .bind(i64_of(id.0)?)
+            .fetch_optional(&mut *write.tx)
+            .await
+            .map_err(database)?;
+            if let Some(row) = row {
+                let owner = UserId(u64_of(get(&row, "owner_id")?)?);
+                let mut details = match &audit.details {
+                    serde_json::Value::Object(map) => map.clone(),
+                    _ => serde_json::Map::new(),
+                };
+                details.insert("reason".to_owned(), reason.into());
+                audits.push(audit.clone().user(owner).token(*id).details(serde_json::Value::Object(details)));
+                revoked.push(*id);
+            }
+        }
+        if revoked.is_empty() {
+            return Ok((revoked, 0));
+        }
+        let changes: Vec<Change> = revoked.iter().map(|id| Change::Token { id: id.0 }).collect();
+        let sequence = self.finish_many(write, &changes, &audits).await?;
+        Ok((revoked, sequence))
+    }
+
+    async fn family(&self, family: TokenId) -> Result<Vec<TokenId>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM tokens WHERE family_id = $1 ORDER BY id")
+            .bind(i64_of(family.0)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database)?;
+        rows.iter().map(|row| Ok(TokenId(u64_of(get(row, "id")?)?))).collect()
+    }
+
+    async fn record_usage(&self, uses: &[TokenUse]) -> Result<Vec<(TokenId, std::net::IpAddr)>, StoreError> {
+        if uses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut write = self.begin().await?;
+        let mut new_ips = Vec::new();
+        let mut audits = Vec::new();
+        for used in uses {
+            let token = i64_of(used.token.0)?;
+            sqlx::query(
+                "UPDATE tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+            )
+            .bind(used.last_used_at.0)
+            .bind(token)
+            .execute(&mut *write.tx)
+            .await
+            .map_err(database)?;
+            for ip in &used.ips {
+                let text = ip.to_string();
+                let inserted = sqlx::query(
+                    "INSERT INTO token_ips (token_id, ip, first_seen, last_seen, seen_order) VALUES ($1, $2, $3, $3, \
+                     (SELECT COALESCE(MAX(seen_order), 0) + 1 FROM token_ips WHERE token_id = $1)) \
+                     ON CONFLICT (token_id, ip) DO NOTHING",
+                )
+                .bind(token)
+                .bind(&text)
+                .bind(used.last_used_at.0)
                 .execute(&mut *write.tx)
                 .await
                 .map_err(database)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("active token {id}")));
+                if inserted.rows_affected() == 1 {
+                    new_ips.push((used.token, *ip));
+                    audits.push(
+                        Audit::new(
+                            "token_used_from_new_ip",
+                            crate::Actor { user: None, token: Some(used.token) },
+                            used.last_used_at,
+                        )
+                        .user(used.owner)
+                        .token(used.token)
+                        .details(serde_json::json!({ "ip": text })),
+                    );
+                } else {
+                    sqlx::query(
+                        "UPDATE token_ips SET last_seen = $1, \
+                         seen_order = (SELECT COALESCE(MAX(seen_order), 0) + 1 FROM token_ips WHERE token_id = $2) \
+                         WHERE token_id = $2 AND ip = $3 AND last_seen <= $1",
+                    )
+                    .bind(used.last_used_at.0)
+                    .bind(token)
+                    .bind(&text)
+                    .execute(&mut *write.tx)
+                    .await
+                    .map_err(database)?;
+                }
+            }
         }
-        let audit = audit.token(id).details(serde_json::json!({ "reason": reason }));
-        self.finish(write, &[Change::Token { id: id.0 }], &audit).await
+        if audits.is_empty() {
+            write.tx.commit().await.map_err(database)?;
+        } else {
+            self.finish_many(write, &[], &audits).await?;
+        }
+        Ok(new_ips)
+    }
+
+    async fn expiry_notices_due(&self, now: Timestamp, limit: u32) -> Result<Vec<(TokenRow, u32)>, StoreError> {
+        // The notice due: 0 once expired, else the smallest of 7, 30, 60 days not yet passed.
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT t.*, CASE WHEN t.expires_at <= $1 THEN 0 WHEN t.expires_at <= $2 THEN 7 \
+             WHEN t.expires_at <= $3 THEN 30 ELSE 60 END AS due FROM tokens t \
+             WHERE t.revoked_at IS NULL AND t.expires_at IS NOT NULL AND t.expires_at <= $4) d \
+             WHERE d.last_notice_days IS NULL OR d.last_notice_days > d.due ORDER BY d.expires_at, d.id LIMIT $5",
+        )
+        .bind(now.0)
+        .bind(now.plus_days(7).0)
+        .bind(now.plus_days(30).0)
+        .bind(now.plus_days(60).0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database)?;
+        let mut grants = self.grants_of(&self.pool, None).await?;
+        rows.iter()
+            .map(|row| {
+                let due = u32::try_from(get::<i64>(row, "due")?).unwrap_or(0);
+                Ok((Self::token_row(row, &mut grants)?.1, due))
+            })
+            .collect()
+    }
+
+    async fn record_expiry_notice(&self, token: TokenId, days: u32, audit: Audit) -> Result<bool, StoreError> {
+        let mut write = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE tokens SET last_notice_days = $1 WHERE id = $2 AND revoked_at IS NULL \
+             AND expires_at IS NOT NULL AND (last_notice_days IS NULL OR last_notice_days > $1)",
+        )
+        .bind(i64::from(days))
+        .bind(i64_of(token.0)?)
+        .execute(&mut *write.tx)
+        .await
+        .map_err(database)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.finish(write, &[], &audit.token(token)).await?;
+        Ok(true)
+    }
+
+    async fn inactive_tokens(&self, cutoff: Timestamp, limit: u32) -> Result<Vec<TokenId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM tokens WHERE revoked_at IS NULL AND COALESCE(last_used_at, created_at) < $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(cutoff.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database)?;
+        rows.iter().map(|row| Ok(TokenId(u64_of(get(row, "id")?)?))).collect()
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool, StoreError> {
+        let taken = sqlx::query(
+            "INSERT INTO jobs (name, holder, lease_until) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+             WHERE jobs.holder = excluded.holder OR jobs.lease_until <= $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until.0)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await
+        .map_err(database)?;
+        Ok(taken.rows_affected() == 1)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        claim_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut write = self.begin().await?;
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_deliveries WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
+             AND (claimed_until IS NULL OR claimed_until <= $1) ORDER BY id LIMIT $2",
+        )
+        .bind(now.0)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *write.tx)
+        .await
+        .map_err(database)?;
+        let deliveries = rows.iter().map(Self::delivery_row).collect::<Result<Vec<_>, _>>()?;
+        for delivery in &deliveries {
+            sqlx::query("UPDATE webhook_deliveries SET claimed_until = $1 WHERE id = $2")
+                .bind(claim_until.0)
+                .bind(delivery.id)
+                .execute(&mut *write.tx)
+                .await
+                .map_err(database)?;
+        }
+        write.tx.commit().await.map_err(database)?;
+        Ok(deliveries)
+    }
+
+    async fn record_delivery(&self, id: i64, attempt: &DeliveryAttempt) -> Result<(), StoreError> {
+        let delivered = attempt.error.is_none();
+        sqlx::query(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, claimed_until = NULL, last_status = $1, \
+             last_error = $2, delivered_at = $3, next_attempt_at = $4 WHERE id = $5 AND delivered_at IS NULL",
+        )
+        .bind(attempt.status.map(i64::from))
+        .bind(attempt.error.clone())
+        .bind(delivered.then_some(attempt.at.0))
+        .bind(if delivered { attempt.at.0 } else { attempt.retry_at.0 })
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(database)?;
+        Ok(())
+    }
+
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_deliveries WHERE ($1 = 0 OR delivered_at IS NULL) AND ($2 IS NULL OR id < $2) \
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(i64::from(filter.pending))
+        .bind(filter.before_id)
+        .bind(i64::from(filter.limit.clamp(1, 1000)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database)?;
+        rows.iter().map(Self::delivery_row).collect()
     }
 
     async fn token(&self, id: TokenId) -> Result<Option<TokenRow>, StoreError> {
@@ -787,7 +1185,15 @@ impl Store for SqlStore {
         }
         .map_err(database)?;
         let mut grants = self.grants_of(&self.pool, None).await?;
-        rows.iter().map(|row| Self::token_row(row, &mut grants).map(|(_, token)| token)).collect()
+        let mut ips = self.ips_of(owner).await?;
+        rows.iter()
+            .map(|row| {
+                Self::token_row(row, &mut grants).map(|(_, mut token)| {
+                    token.last_ips = ips.remove(&token.id).unwrap_or_default();
+                    token
+                })
+            })
+            .collect()
     }
 
     async fn settings(&self) -> Result<Settings, StoreError> {
@@ -812,6 +1218,14 @@ impl Store for SqlStore {
             .map_err(database)?;
         let audit = audit.details(serde_json::from_str(&document).unwrap_or_default());
         self.finish(write, &[Change::Settings], &audit).await
+    }
+
+    async fn record_audit(&self, audits: &[Audit]) -> Result<(), StoreError> {
+        if audits.is_empty() {
+            return Ok(());
+        }
+        let write = self.begin().await?;
+        self.finish_many(write, &[], audits).await.map(|_| ())
     }
 
     async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {

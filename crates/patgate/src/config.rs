@@ -15,6 +15,12 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub secret_key_file: Option<PathBuf>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub webhook_urls: Option<Vec<String>>,
+    pub webhook_events: Option<Vec<String>>,
+    pub webhook_secret_file: Option<PathBuf>,
+    pub expiry_notice_interval_seconds: Option<u64>,
+    pub inactivity_interval_seconds: Option<u64>,
+    pub job_lease_seconds: Option<u64>,
 }
 
 /// What the command line and environment gave (clap fills these).
@@ -37,6 +43,27 @@ pub struct Overrides {
     /// [default: 127.0.0.0/8,::1].
     #[arg(long = "trusted-proxy", env = "PATGATE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Webhook receivers of token lifecycle events (expiry notices, revocations, leaks,
+    /// reuse, new client addresses), as a comma-separated list of http(s) URLs.
+    #[arg(long = "webhook-url", env = "PATGATE_WEBHOOK_URLS", value_delimiter = ',')]
+    pub webhook_urls: Option<Vec<String>>,
+    /// The audit event types sent to the webhooks [default: the lifecycle events].
+    #[arg(long = "webhook-event", env = "PATGATE_WEBHOOK_EVENTS", value_delimiter = ',')]
+    pub webhook_events: Option<Vec<String>>,
+    /// File holding the secret (16 bytes or more) webhook bodies are signed with
+    /// (X-Patgate-Signature: sha256=HMAC(secret, "{timestamp}.{body}")).
+    #[arg(long, env = "PATGATE_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Seconds between runs of the expiry-notice job [default: 60].
+    #[arg(long, env = "PATGATE_EXPIRY_NOTICE_INTERVAL_SECONDS")]
+    pub expiry_notice_interval_seconds: Option<u64>,
+    /// Seconds between runs of the inactivity job [default: 300].
+    #[arg(long, env = "PATGATE_INACTIVITY_INTERVAL_SECONDS")]
+    pub inactivity_interval_seconds: Option<u64>,
+    /// Seconds a replica holds the inactivity job's lease; a crashed holder's lease runs out
+    /// after this [default: 120].
+    #[arg(long, env = "PATGATE_JOB_LEASE_SECONDS")]
+    pub job_lease_seconds: Option<u64>,
 }
 
 /// The effective configuration.
@@ -46,6 +73,11 @@ pub struct Config {
     pub database_url: String,
     pub secret_key_file: PathBuf,
     pub trusted_proxies: Vec<IpNet>,
+    pub webhooks: Vec<patgate_store::WebhookTarget>,
+    pub webhook_secret_file: Option<PathBuf>,
+    pub expiry_notice_interval: std::time::Duration,
+    pub inactivity_interval: std::time::Duration,
+    pub job_lease: std::time::Duration,
 }
 
 impl fmt::Debug for Config {
@@ -55,6 +87,11 @@ impl fmt::Debug for Config {
             .field("database_url", &redact_url(&self.database_url))
             .field("secret_key_file", &self.secret_key_file)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("webhooks", &self.webhooks)
+            .field("webhook_secret_file", &self.webhook_secret_file)
+            .field("expiry_notice_interval", &self.expiry_notice_interval)
+            .field("inactivity_interval", &self.inactivity_interval)
+            .field("job_lease", &self.job_lease)
             .finish()
     }
 }
@@ -98,7 +135,39 @@ impl Config {
             .iter()
             .map(|text| text.trim().parse::<IpNet>().map_err(|error| anyhow::anyhow!("trusted_proxies: {error}")))
             .collect::<anyhow::Result<_>>()?;
+        let urls = overrides.webhook_urls.clone().or(file.webhook_urls).unwrap_or_default();
+        let events = overrides.webhook_events.clone().or(file.webhook_events).unwrap_or_default();
+        let mut webhooks = Vec::new();
+        for url in urls.iter().map(|url| url.trim()).filter(|url| !url.is_empty()) {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                anyhow::bail!("webhook_urls: `{url}` must be an http:// or https:// URL");
+            }
+            webhooks.push(patgate_store::WebhookTarget {
+                url: url.to_owned(),
+                events: events.iter().map(|event| event.trim().to_owned()).filter(|e| !e.is_empty()).collect(),
+            });
+        }
+        let webhook_secret_file = overrides.webhook_secret_file.clone().or(file.webhook_secret_file);
+        let seconds = |name: &str, value: Option<u64>, default: u64| -> anyhow::Result<std::time::Duration> {
+            match value.unwrap_or(default) {
+                0 => anyhow::bail!("{name} must be at least 1 second"),
+                seconds => Ok(std::time::Duration::from_secs(seconds)),
+            }
+        };
         Ok(Config {
+            webhooks,
+            webhook_secret_file,
+            expiry_notice_interval: seconds(
+                "expiry_notice_interval_seconds",
+                overrides.expiry_notice_interval_seconds.or(file.expiry_notice_interval_seconds),
+                60,
+            )?,
+            inactivity_interval: seconds(
+                "inactivity_interval_seconds",
+                overrides.inactivity_interval_seconds.or(file.inactivity_interval_seconds),
+                300,
+            )?,
+            job_lease: seconds("job_lease_seconds", overrides.job_lease_seconds.or(file.job_lease_seconds), 120)?,
             listen: overrides.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             database_url,
             secret_key_file: overrides

@@ -50,11 +50,27 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let resources = Resources::builtin().context("loading the resource table")?;
     let catalog = Catalog::builtin(&resources).context("loading the endpoint catalog")?;
     let trusted_proxies = config.trusted_proxies.clone();
-    let store =
-        SqlStore::connect(&config.database_url, Arc::new(resources.clone())).await.context("opening the database")?;
+    let store = SqlStore::connect(&config.database_url, Arc::new(resources.clone()))
+        .await
+        .context("opening the database")?
+        .with_webhooks(config.webhooks.clone());
     let key = bootstrap::load_or_create_key(&config.secret_key_file).map_err(anyhow::Error::msg)?;
     let fingerprint = key.fingerprint();
-    let shared = Arc::new(Shared::load(store, resources, catalog, key, trusted_proxies, Clock::System).await?);
+    let mut shared = Shared::load(store, resources, catalog, key, trusted_proxies, Clock::System).await?;
+    if let Some(path) = &config.webhook_secret_file {
+        let secret = std::fs::read(path).with_context(|| format!("reading the webhook secret {}", path.display()))?;
+        let secret = String::from_utf8_lossy(&secret).trim().as_bytes().to_vec();
+        shared.webhook_secret = Some(
+            patgate_server::webhook::WebhookSecret::new(&secret)
+                .with_context(|| format!("{}: the webhook secret must be at least 16 bytes", path.display()))?,
+        );
+    } else if !config.webhooks.is_empty() {
+        tracing::warn!("webhooks are configured without webhook_secret_file: deliveries are not signed");
+    }
+    shared.intervals.expiry_notices = config.expiry_notice_interval;
+    shared.intervals.inactivity = config.inactivity_interval;
+    shared.intervals.lease = config.job_lease;
+    let shared = Arc::new(shared);
 
     let mut settings = shared.settings();
     if settings.key_fingerprint.is_empty() {
@@ -102,10 +118,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, backend = shared.store.backend().name(), "patgate is serving");
+    patgate_server::jobs::spawn(shared.clone());
     eprintln!("patgate: serving on http://{address}");
-    axum::serve(listener, patgate_server::router(shared).into_make_service_with_connect_info::<SocketAddr>())
+    axum::serve(listener, patgate_server::router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown())
         .await?;
+    // A clean shutdown loses no recorded use.
+    match patgate_server::jobs::flush_usage(&shared).await {
+        Ok(flushed) => tracing::info!(tokens = flushed, "usage flushed at shutdown"),
+        Err(error) => tracing::error!(%error, "flushing usage at shutdown failed"),
+    }
     Ok(())
 }
 

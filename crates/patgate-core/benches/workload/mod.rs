@@ -401,7 +401,15 @@ pub fn make_record(
     } else {
         Some(now.plus_days(rng.range(1, 365) as i64))
     };
-    TokenRecord { id: TokenId(index), owner, authority, expires_at, revoked, allowed_ips: Box::new([]) }
+    TokenRecord {
+        id: TokenId(index),
+        owner,
+        authority,
+        created_at: now,
+        expires_at,
+        revoked_at: revoked.then_some(now),
+        allowed_ips: Box::new([]),
+    }
 }
 
 pub struct BuildTimes {
@@ -666,7 +674,7 @@ pub fn build_world(sizes: &Sizes, now: Timestamp) -> BenchResult<(Engine, Model,
     let token_steps = insert_tokens(sizes, &mut index, &model, &grantable, &format, &key, now)?;
     let tokens = started.elapsed();
     let times = WorldTimes { model: model_time, records, memberships, tokens, token_steps };
-    Ok((Engine { resources, index, format, key }, model, times))
+    Ok((Engine { resources, index, format, key, policy: Default::default() }, model, times))
 }
 
 // ---- HTTP requests ----------------------------------------------------------------------

@@ -44,9 +44,13 @@ pub struct TokenRecord {
     pub id: TokenId,
     pub owner: UserId,
     pub authority: Authority,
+    /// When the token was made (lifetime caps count from its day).
+    pub created_at: Timestamp,
     /// The first instant at which the token no longer works; `None` never expires.
     pub expires_at: Option<Timestamp>,
-    pub revoked: bool,
+    /// The first instant at which the token counts as revoked: the moment of revocation,
+    /// or the end of the grace period after a rotation. `None` while it is not revoked.
+    pub revoked_at: Option<Timestamp>,
     /// Client addresses the token may be used from; empty means anywhere.
     pub allowed_ips: Box<[IpNet]>,
 }
@@ -56,5 +60,11 @@ impl TokenRecord {
     /// already expired).
     pub fn is_expired(&self, now: Timestamp) -> bool {
         self.expires_at.is_some_and(|expires_at| now >= expires_at)
+    }
+
+    /// Whether the token is revoked at `now` (a rotated token keeps working until the end
+    /// of its grace period).
+    pub fn is_revoked(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_some_and(|revoked_at| now >= revoked_at)
     }
 }

@@ -4,6 +4,7 @@
 
 mod endpoints;
 mod format;
+mod policy;
 mod properties;
 mod table;
 mod validate;

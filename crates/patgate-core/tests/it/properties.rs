@@ -81,7 +81,15 @@ fn world() -> impl Strategy<Value = World> {
             project_count,
         );
         let target = prop_oneof![(0..group_count).prop_map(Ok), (0..project_count).prop_map(Err)];
-        let memberships = prop::collection::vec((0..USERS, target, role()), 0..12);
+        // A user holds one role per group or project (`set_membership` replaces), so the world
+        // keeps the last role generated for each pair, exactly as the directory does.
+        let memberships = prop::collection::vec((0..USERS, target, role()), 0..12).prop_map(|mut all| {
+            let mut seen = std::collections::HashSet::new();
+            all.reverse();
+            all.retain(|(user, target, _)| seen.insert((*user, *target)));
+            all.reverse();
+            all
+        });
         let flags = prop::array::uniform4(prop::bool::weighted(0.1));
         (groups, projects, memberships, flags, prop::array::uniform4(prop::bool::weighted(0.1))).prop_map(
             |(groups, projects, memberships, admins, blocked)| World { groups, projects, memberships, admins, blocked },
@@ -199,7 +207,8 @@ fn build_token(spec: &TokenSpec, resources: &Resources, world: &World) -> TokenR
         owner: UserId(spec.owner as u64),
         authority,
         expires_at: Some(NOW.plus_days(30)),
-        revoked: false,
+        created_at: NOW,
+        revoked_at: None,
         allowed_ips: Box::new([]),
     }
 }
@@ -392,7 +401,7 @@ proptest! {
         let permissions = permissions_for(&request, &resources);
 
         let mut revoked = token.clone();
-        revoked.revoked = true;
+        revoked.revoked_at = Some(NOW);
         prop_assert_eq!(ask(&resources, &directory, &world, &revoked, &request, &permissions).reason(), Some(DenyReason::Revoked));
 
         let mut expired = token.clone();
@@ -466,7 +475,8 @@ fn a_project_moved_out_of_a_selected_group_is_outside_reach() {
             permissions: PermissionSet::new([(issue_read.resource, ActionSet::READ)]),
         }])),
         expires_at: None,
-        revoked: false,
+        created_at: NOW,
+        revoked_at: None,
         allowed_ips: Box::new([]),
     };
     let ask = |directory: &Directory| {

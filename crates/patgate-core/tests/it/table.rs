@@ -513,8 +513,9 @@ fn token_record(resources: &Resources, directory: &Directory, id: u64, spec: &st
         id: TokenId(id),
         owner,
         authority,
+        created_at: Timestamp(0),
         expires_at: Some(EXPIRY),
-        revoked,
+        revoked_at: revoked.then_some(Timestamp(0)),
         allowed_ips: allowed_ips.into(),
     })
 }
@@ -724,7 +725,7 @@ fn every_row_of_the_table_is_decided_as_documented() {
         secrets.push(secret);
     }
     index.directory = directory;
-    let engine = Engine { resources, index, format, key };
+    let engine = Engine { resources, index, format, key, policy: Default::default() };
 
     let mut failures = Vec::new();
     for (case, secret) in CASES.iter().zip(&secrets) {
@@ -819,7 +820,7 @@ fn presented_strings_are_judged_before_any_lookup() {
     let mut index = Index::new();
     index.insert_token(key.digest_plain(&known), record).unwrap();
     index.directory = directory;
-    let engine = Engine { resources, index, format, key };
+    let engine = Engine { resources, index, format, key, policy: Default::default() };
 
     let issue_read = [engine.resources.permission("issue:read").unwrap()];
     let request = Request::api(&issue_read, BoundaryRef::Project(Locator::Path("acme/platform/api")));

@@ -68,7 +68,8 @@ fn as_creator(valid: ValidToken) -> TokenRecord {
         owner: UserId(1),
         authority: valid.authority,
         expires_at: valid.expires_at,
-        revoked: false,
+        created_at: NOW,
+        revoked_at: None,
         allowed_ips: valid.allowed_ips,
     }
 }

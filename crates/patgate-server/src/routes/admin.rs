@@ -421,6 +421,30 @@ pub struct SettingsUpdate {
     pub expiry_required: Option<bool>,
     pub legacy_tokens_allowed: Option<bool>,
     pub token_prefix: Option<String>,
+    /// `YYYY-MM-DD`; `""` clears it.
+    pub legacy_creation_disabled_from: Option<String>,
+    /// `YYYY-MM-DD`; `""` clears it.
+    pub legacy_use_disabled_from: Option<String>,
+    /// Group full path → days; the map replaces the current one (`{}` clears every cap).
+    pub group_max_lifetime_days: Option<std::collections::BTreeMap<String, u32>>,
+    pub rotation_grace_seconds: Option<u32>,
+    pub inactivity_days: Option<u32>,
+}
+
+/// The largest rotation grace period: a day.
+pub const LARGEST_ROTATION_GRACE_SECONDS: u32 = 86_400;
+
+fn date_setting(field: &str, value: Option<String>, current: &mut Option<String>) -> Result<(), ApiError> {
+    match value.as_deref().map(str::trim) {
+        None => {}
+        Some("") => *current = None,
+        Some(text) => {
+            patgate_core::Timestamp::parse_date(text)
+                .ok_or_else(|| ApiError::invalid(format!("`{field}`: `{text}` is not a date (YYYY-MM-DD)")))?;
+            *current = Some(text.to_owned());
+        }
+    }
+    Ok(())
 }
 
 pub async fn put_settings(
@@ -448,7 +472,75 @@ pub async fn put_settings(
             .map_err(|error| ApiError::invalid(format!("`token_prefix`: {error}")))?;
         settings.token_prefix = prefix;
     }
-    state.store.put_settings(&settings, Audit::new("settings_changed", actor(&caller), state.clock.now())).await?;
+    date_setting(
+        "legacy_creation_disabled_from",
+        body.legacy_creation_disabled_from,
+        &mut settings.legacy_creation_disabled_from,
+    )?;
+    date_setting("legacy_use_disabled_from", body.legacy_use_disabled_from, &mut settings.legacy_use_disabled_from)?;
+    if let Some(caps) = body.group_max_lifetime_days {
+        let mut checked = std::collections::BTreeMap::new();
+        {
+            let engine = state.engine();
+            for (path, days) in caps {
+                let path = path.trim().trim_matches('/').to_ascii_lowercase();
+                if engine.index.directory.group_by_path(&path).is_none() {
+                    return Err(ApiError::invalid(format!("`group_max_lifetime_days`: no group `{path}`")));
+                }
+                if days == 0 || days > LARGEST_MAX_LIFETIME_DAYS {
+                    return Err(ApiError::invalid(format!(
+                        "`group_max_lifetime_days.{path}` must be 1 to {LARGEST_MAX_LIFETIME_DAYS}"
+                    )));
+                }
+                checked.insert(path, days);
+            }
+        }
+        settings.group_max_lifetime_days = checked;
+    }
+    if let Some(seconds) = body.rotation_grace_seconds {
+        if seconds > LARGEST_ROTATION_GRACE_SECONDS {
+            return Err(ApiError::invalid(format!(
+                "`rotation_grace_seconds` must be 0 to {LARGEST_ROTATION_GRACE_SECONDS}"
+            )));
+        }
+        settings.rotation_grace_seconds = seconds;
+    }
+    if let Some(days) = body.inactivity_days {
+        if days > 3650 {
+            return Err(ApiError::invalid("`inactivity_days` must be 0 (off) to 3650"));
+        }
+        settings.inactivity_days = days;
+    }
+    let now = state.clock.now();
+    let before = state.engine().policy.clone();
+    state.store.put_settings(&settings, Audit::new("settings_changed", actor(&caller), now)).await?;
     state.catch_up().await?;
+    // Tokens the new policy blocks (a lowered lifetime cap, legacy tokens turned off) are not
+    // revoked: they are denied at use until rotated. Record which, once, for the audit log.
+    let blocked: Vec<Audit> = {
+        let engine = state.engine();
+        let after = &engine.policy;
+        engine
+            .index
+            .tokens()
+            .filter(|token| !token.is_revoked(now) && !token.is_expired(now))
+            .filter_map(|token| {
+                let reason = if after.token_excess(token).is_some() && before.token_excess(token).is_none() {
+                    "lifetime_policy"
+                } else if after.legacy_disabled(token, now) && !before.legacy_disabled(token, now) {
+                    "legacy_disabled"
+                } else {
+                    return None;
+                };
+                Some(
+                    Audit::new("token_blocked_by_policy", actor(&caller), now)
+                        .user(token.owner)
+                        .token(token.id)
+                        .details(serde_json::json!({ "reason": reason })),
+                )
+            })
+            .collect()
+    };
+    state.store.record_audit(&blocked).await?;
     Ok(Json(state.settings()))
 }

@@ -81,6 +81,11 @@ fn judge<'c>(state: &'c AppState, token: &str, method: &str, path: &str, client_
         .user
         .and_then(|id| engine.index.directory.user(id))
         .and_then(|user| HeaderValue::from_str(&user.username).ok());
+    drop(engine);
+    // Allowed: note the use for the background flush (no database write here).
+    if let (Ok(_), Some(token), Some(owner)) = (decision.outcome, decision.token, decision.user) {
+        state.usage.record(token, owner, now, client_ip);
+    }
     Judged { decision, permission, entry, user }
 }
 

@@ -3,4 +3,5 @@
 pub mod admin;
 pub mod decision;
 pub mod health;
+pub mod lifecycle;
 pub mod tokens;

@@ -9,13 +9,16 @@ use axum::{
 };
 use patgate_core::{
     Authority, BoundaryRef, Reach, Timestamp, TokenId, TokenKind, UserId, UserLocator,
-    validate::{AuthoritySpec, GrantSpec, LifetimePolicy, NewTokenSpec, validate_new_token},
+    validate::{
+        AuthoritySpec, GrantSpec, LifetimePolicy, NewTokenSpec, ValidationError, validate_group_caps,
+        validate_new_token,
+    },
 };
 use patgate_store::{Actor, Audit, NewToken, Store, TokenRow};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    auth::{Caller, Credentials, authorize},
+    auth::{Caller, Credentials, authorize, authorize_with, presented_token},
     error::ApiError,
     extract::RawBody,
     state::{AppState, Shared},
@@ -68,7 +71,15 @@ pub struct TokenResponse {
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
     pub revoke_reason: Option<String>,
+    /// `active`, `expired`, `revoked`, or `blocked` (see `blocked_reason`). A rotated token
+    /// stays `active` until its grace period ends (`revoked_at` in the future).
     pub state: &'static str,
+    /// Why a `blocked` token is denied: `owner_blocked`, `lifetime_policy` (rotate it) or
+    /// `legacy_disabled`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_reason: Option<&'static str>,
+    /// The last client addresses it was used from, newest first.
+    pub last_ips: Vec<String>,
     pub last_used_at: Option<String>,
     pub family_id: u64,
     pub previous_id: Option<u64>,
@@ -130,10 +141,23 @@ pub fn token_response(shared: &Shared, row: &TokenRow, secret: Option<String>, n
             ),
         ),
     };
-    let state = if row.revoked_at.is_some() {
+    let record = row.record();
+    let owner_active = directory.user(row.owner).is_some_and(|user| user.is_active());
+    let blocked_reason = if !owner_active {
+        Some("owner_blocked")
+    } else if engine.policy.token_excess(&record).is_some() {
+        Some("lifetime_policy")
+    } else if engine.policy.legacy_disabled(&record, now) {
+        Some("legacy_disabled")
+    } else {
+        None
+    };
+    let state = if row.is_revoked(now) {
         "revoked"
     } else if row.expires_at.is_some_and(|expires| now >= expires) {
         "expired"
+    } else if blocked_reason.is_some() {
+        "blocked"
     } else {
         "active"
     };
@@ -153,13 +177,15 @@ pub fn token_response(shared: &Shared, row: &TokenRow, secret: Option<String>, n
         revoked_at: row.revoked_at.map(|t| t.to_string()),
         revoke_reason: row.revoke_reason.clone(),
         state,
+        blocked_reason: if state == "blocked" { blocked_reason } else { None },
+        last_ips: row.last_ips.iter().map(ToString::to_string).collect(),
         last_used_at: row.last_used_at.map(|t| t.to_string()),
         family_id: row.family.0,
         previous_id: row.previous.map(|p| p.0),
     }
 }
 
-fn own_permission(shared: &Shared, action: &str) -> Result<[patgate_core::Permission; 1], ApiError> {
+pub(crate) fn own_permission(shared: &Shared, action: &str) -> Result<[patgate_core::Permission; 1], ApiError> {
     let engine = shared.engine();
     let permission = engine
         .resources
@@ -168,7 +194,7 @@ fn own_permission(shared: &Shared, action: &str) -> Result<[patgate_core::Permis
     Ok([permission])
 }
 
-fn admin_permission(shared: &Shared, name: &str) -> Result<[patgate_core::Permission; 1], ApiError> {
+pub(crate) fn admin_permission(shared: &Shared, name: &str) -> Result<[patgate_core::Permission; 1], ApiError> {
     let engine = shared.engine();
     Ok([engine.resources.permission(name).map_err(|error| ApiError::Internal(error.to_string()))?])
 }
@@ -220,7 +246,12 @@ async fn mint(
     let spec = spec_of(body)?;
     let settings = shared.settings();
     let now = shared.clock.now();
-    if !settings.legacy_tokens_allowed && matches!(spec.authority, AuthoritySpec::Legacy { .. }) {
+    let legacy_cut_off = settings
+        .legacy_creation_disabled_from
+        .as_deref()
+        .and_then(Timestamp::parse_date)
+        .is_some_and(|from| now >= from);
+    if (!settings.legacy_tokens_allowed || legacy_cut_off) && matches!(spec.authority, AuthoritySpec::Legacy { .. }) {
         return Err(ApiError::Forbidden {
             reason: "legacy_disabled",
             message: "Legacy tokens may no longer be created on this instance: create a fine-grained token.".into(),
@@ -235,6 +266,7 @@ async fn mint(
         let owner_user = directory.user(owner).ok_or_else(|| ApiError::NotFound("user does not exist".into()))?;
         let valid =
             validate_new_token(&engine.resources, directory, owner_user, &spec, policy, Some(&caller.token), now)?;
+        validate_group_caps(directory, owner_user, &valid.authority, &engine.policy.group_caps, valid.expires_at, now)?;
         let plain =
             engine.format.generate(valid.authority.kind()).map_err(|error| ApiError::Internal(error.to_string()))?;
         let digest = engine.key.digest_plain(&plain);
@@ -439,7 +471,18 @@ async fn rotate_token(state: &Shared, caller: &Caller, row: TokenRow) -> Result<
         .unwrap_or(i64::from(settings.max_lifetime_days))
         .min(i64::from(settings.max_lifetime_days));
     let today = Timestamp(now.0 - now.0.rem_euclid(patgate_core::time::DAY));
-    let expires_at = Some(today.plus_days(lifetime_days));
+    let mut expires_at = Some(today.plus_days(lifetime_days));
+    // A group the token reaches into may cap it harder.
+    {
+        let engine = state.engine();
+        let directory = &engine.index.directory;
+        if let Some(owner) = directory.user(row.owner)
+            && let Err(ValidationError::ExpiryBeyondGroupPolicy { max_days, .. }) =
+                validate_group_caps(directory, owner, &row.authority, &engine.policy.group_caps, expires_at, now)
+        {
+            expires_at = Some(today.plus_days(i64::from(max_days)));
+        }
+    }
     let (plain, digest) = {
         let engine = state.engine();
         let plain = engine.format.generate(row.kind).map_err(|error| ApiError::Internal(error.to_string()))?;
@@ -458,11 +501,45 @@ async fn rotate_token(state: &Shared, caller: &Caller, row: TokenRow) -> Result<
         expires_at,
     };
     let audit = Audit::new("token_rotated", Actor { user: Some(caller.user), token: Some(caller.token.id) }, now);
-    let (id, _) = state.store.rotate_token(row.id, &new, audit).await?;
+    let (id, _) = state.store.rotate_token(row.id, &new, settings.rotation_grace_seconds, audit).await?;
     state.catch_up().await?;
     let row = state.store.token(id).await?.ok_or_else(|| ApiError::Internal("rotated token vanished".into()))?;
     let _kind: TokenKind = row.kind;
     Ok(token_response(state, &row, Some(plain.expose_secret().to_owned()), now))
+}
+
+/// Reuse detection: a token that was already rotated, presented to a rotate endpoint, means
+/// two parties hold its secret. Every token of its rotation family is revoked
+/// (`reuse_detected`) and the request is refused.
+async fn detect_reuse(state: &Shared, headers: &Credentials) -> Result<(), ApiError> {
+    let Some(presented) = presented_token(&headers.headers, None) else { return Ok(()) };
+    let record = {
+        let engine = state.engine();
+        patgate_core::authenticate(&engine.index, &engine.format, &engine.key, &presented).ok().cloned()
+    };
+    let Some(record) = record.filter(|record| record.revoked_at.is_some()) else { return Ok(()) };
+    let Some(row) = state.store.token(record.id).await? else { return Ok(()) };
+    if row.revoke_reason.as_deref() != Some("rotated") {
+        return Ok(());
+    }
+    let family = state.store.family(row.family).await?;
+    let now = state.clock.now();
+    let audit = Audit::new("reuse_detected", Actor { user: None, token: Some(row.id) }, now)
+        .details(serde_json::json!({ "presented_token_id": row.id.0, "family_id": row.family.0 }));
+    let (revoked, _) = state.store.revoke_tokens(&family, "reuse_detected", audit).await?;
+    state.catch_up().await?;
+    tracing::warn!(
+        token = row.id.0,
+        family = row.family.0,
+        revoked = revoked.len(),
+        "an already rotated token was presented for rotation: its family is revoked"
+    );
+    Err(ApiError::Unauthenticated {
+        reason: "reuse_detected",
+        message: "This token was already rotated; presenting it again means someone else may hold it, so every \
+                  token of its rotation family is now revoked."
+            .into(),
+    })
 }
 
 /// `POST /api/v1/personal_access_tokens/{id}/rotate`.
@@ -471,6 +548,7 @@ pub async fn rotate(
     Path(id): Path<String>,
     headers: Credentials,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    detect_reuse(&state, &headers).await?;
     let permission = own_permission(&state, "update")?;
     let caller = authorize(&state, &headers, &permission, BoundaryRef::User(UserLocator::Caller), false, false)?;
     let row = owned(&state, &caller, parse_id(&id)?, &headers, "admin_user:update").await?;
@@ -479,8 +557,11 @@ pub async fn rotate(
 
 /// `POST /api/v1/personal_access_tokens/self/rotate`.
 pub async fn rotate_self(State(state): State<AppState>, headers: Credentials) -> Result<Json<TokenResponse>, ApiError> {
+    detect_reuse(&state, &headers).await?;
     let permission = own_permission(&state, "update")?;
-    let caller = authorize(&state, &headers, &permission, BoundaryRef::User(UserLocator::Caller), true, false)?;
+    // A token blocked by a lowered lifetime cap may rotate itself into compliance.
+    let caller =
+        authorize_with(&state, &headers, &permission, BoundaryRef::User(UserLocator::Caller), true, false, true)?;
     let row =
         state.store.token(caller.token.id).await?.ok_or_else(|| ApiError::NotFound("token does not exist".into()))?;
     Ok(Json(rotate_token(&state, &caller, row).await?))

@@ -261,9 +261,9 @@ async fn blocking_a_user_denies_their_tokens_until_unblocked() {
 
     app.call("POST", "/api/v1/admin/users/nobody/block", Some(&app.admin), None).await.expect_error(404, "not_found");
 
-    // Deleting a user denies their tokens too.
+    // Deleting a user revokes their tokens.
     app.call("DELETE", "/api/v1/admin/users/bob", Some(&app.admin), None).await.expect(204);
-    assert_eq!(app.reason(&app.bob, "GET", "/api/v4/projects/acme%2Fplatform%2Fapi/issues").await, "owner_blocked");
+    assert_eq!(app.reason(&app.bob, "GET", "/api/v4/projects/acme%2Fplatform%2Fapi/issues").await, "revoked");
 }
 
 #[tokio::test]

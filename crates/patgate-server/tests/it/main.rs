@@ -8,5 +8,6 @@ mod decide;
 mod errors;
 mod forward_auth;
 mod health;
+mod lifecycle;
 mod support;
 mod tokens;

@@ -19,8 +19,8 @@ use axum::{
 };
 use http_body_util::BodyExt;
 use patgate_core::{DigestKey, Resources, Timestamp, TokenFormat, catalog::Catalog, net::IpNet};
-use patgate_server::{Clock, Shared, bootstrap};
-use patgate_store::{SqlStore, Store};
+use patgate_server::{Clock, Shared, bootstrap, webhook::WebhookSecret};
+use patgate_store::{SqlStore, Store, WebhookTarget};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -135,17 +135,26 @@ pub struct App {
 impl App {
     /// A fresh service built as `patgate serve --demo` builds it, on a fixed clock.
     pub async fn new() -> App {
+        App::with_webhooks(Vec::new(), None).await
+    }
+
+    /// [`App::new`], delivering audit events to `webhooks`, signed with `webhook_secret`
+    /// (at least 16 bytes) when given.
+    pub async fn with_webhooks(webhooks: Vec<WebhookTarget>, webhook_secret: Option<&[u8]>) -> App {
         let database = TempDatabase::new();
         let resources = Resources::builtin().unwrap();
         let catalog = Catalog::builtin(&resources).unwrap();
-        let store = SqlStore::connect(&database.url(), Arc::new(resources.clone())).await.unwrap();
+        let store =
+            SqlStore::connect(&database.url(), Arc::new(resources.clone())).await.unwrap().with_webhooks(webhooks);
         let mut secret = [0_u8; 32];
         getrandom::fill(&mut secret).unwrap();
         let key = DigestKey::new(&secret).unwrap();
         let trusted = vec!["127.0.0.0/8".parse::<IpNet>().unwrap()];
         let now = Arc::new(AtomicI64::new(start()));
-        let shared =
-            Arc::new(Shared::load(store, resources, catalog, key, trusted, Clock::Fixed(now.clone())).await.unwrap());
+        let mut shared =
+            Shared::load(store, resources, catalog, key, trusted, Clock::Fixed(now.clone())).await.unwrap();
+        shared.webhook_secret = webhook_secret.map(|secret| WebhookSecret::new(secret).unwrap());
+        let shared = Arc::new(shared);
         let admin = bootstrap::ensure_admin(&shared).await.unwrap().unwrap().expose_secret().to_owned();
         let demo = bootstrap::seed_demo(&shared).await.unwrap();
         let demo_token = |owner: &str| {
@@ -224,6 +233,19 @@ impl App {
             let address: IpAddr = peer.parse().unwrap();
             request.extensions_mut().insert(ConnectInfo(SocketAddr::new(address, 41_000)));
         }
+        self.send(request).await
+    }
+
+    /// A request with a raw body sent as JSON, without a token, from the peer address `peer`.
+    pub async fn call_raw_from(&self, peer: &str, method: &str, uri: &str, body: impl Into<Body>) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.into())
+            .unwrap();
+        let address: IpAddr = peer.parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(SocketAddr::new(address, 41_000)));
         self.send(request).await
     }
 

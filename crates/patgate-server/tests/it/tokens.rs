@@ -456,17 +456,22 @@ async fn the_lifetime_policy_applies_to_new_tokens() {
     let reply =
         app.call("PUT", "/api/v1/admin/settings", Some(&app.admin), Some(&json!({ "max_lifetime_days": 30 }))).await;
     assert_eq!(reply.expect(200).json()["max_lifetime_days"], 30);
+    // The bootstrap admin token (365 days) now exceeds the cap: it is blocked until rotated.
+    assert_eq!(app.reason(&app.admin, "GET", "/api/v4/version").await, "lifetime_policy");
+    let rotated = app.call("POST", "/api/v1/personal_access_tokens/self/rotate", Some(&app.admin), None).await;
+    let admin = rotated.expect(200).json()["token"].as_str().unwrap().to_owned();
     let body = |expires: &str| {
         json!({ "name": "x", "expires_at": expires, "grants": [
         { "reach": "selected", "projects": ["acme/platform/api"], "permissions": { "issue": ["read"] } }
     ] })
     };
-    let reply = app
-        .call("POST", "/api/v1/users/alice/personal_access_tokens", Some(&app.admin), Some(&body("2026-12-29")))
-        .await;
+    let reply =
+        app.call("POST", "/api/v1/users/alice/personal_access_tokens", Some(&admin), Some(&body("2026-12-29"))).await;
     let error = reply.expect_error(422, "invalid_token_request");
     assert!(error["message"].as_str().unwrap().contains("30"), "{error}");
-    app.mint_for("alice", body("2026-12-28")).await;
+    app.call("POST", "/api/v1/users/alice/personal_access_tokens", Some(&admin), Some(&body("2026-12-28")))
+        .await
+        .expect(201);
 
     for bad in [
         json!({ "max_lifetime_days": 0 }),
@@ -474,10 +479,10 @@ async fn the_lifetime_policy_applies_to_new_tokens() {
         json!({ "token_prefix": "Not A Prefix!" }),
         json!({ "colour": 1 }),
     ] {
-        let reply = app.call("PUT", "/api/v1/admin/settings", Some(&app.admin), Some(&bad)).await;
+        let reply = app.call("PUT", "/api/v1/admin/settings", Some(&admin), Some(&bad)).await;
         reply.expect_error(422, "invalid_request");
     }
-    let settings = app.call("GET", "/api/v1/admin/settings", Some(&app.admin), None).await.json();
+    let settings = app.call("GET", "/api/v1/admin/settings", Some(&admin), None).await.json();
     assert_eq!(settings["max_lifetime_days"], 30);
     assert_eq!(settings["token_prefix"], "");
 }

@@ -60,7 +60,7 @@ async fn migrations_run_once_and_a_newer_schema_is_refused() {
         .unwrap();
         drop(store);
         let error = connect(&database).await.unwrap_err();
-        assert!(matches!(error, StoreError::SchemaTooNew { found: 99, known: 1 }), "{} {error}", database.url);
+        assert!(matches!(error, StoreError::SchemaTooNew { found: 99, known: 2 }), "{} {error}", database.url);
     }
 }
 
@@ -177,7 +177,12 @@ async fn tokens_round_trip_revoke_and_rotate() {
 
         let snapshot = store.snapshot().await.unwrap();
         assert_eq!(snapshot.tokens.len(), 2);
-        assert!(snapshot.tokens.iter().any(|(d, record)| *d == fine.digest && record.id == fine_id && !record.revoked));
+        assert!(
+            snapshot
+                .tokens
+                .iter()
+                .any(|(d, record)| *d == fine.digest && record.id == fine_id && record.revoked_at.is_none())
+        );
 
         store.revoke_token(legacy_id, "revoked_by_owner", audit("token_revoked")).await.unwrap();
         let row = store.token(legacy_id).await.unwrap().unwrap();
@@ -188,7 +193,7 @@ async fn tokens_round_trip_revoke_and_rotate() {
         ));
 
         let replacement = new_token(alice, fine_grained());
-        let (new_id, _) = store.rotate_token(fine_id, &replacement, audit("token_rotated")).await.unwrap();
+        let (new_id, _) = store.rotate_token(fine_id, &replacement, 0, audit("token_rotated")).await.unwrap();
         let old = store.token(fine_id).await.unwrap().unwrap();
         let new = store.token(new_id).await.unwrap().unwrap();
         assert_eq!(old.revoke_reason.as_deref(), Some("rotated"));
@@ -196,12 +201,12 @@ async fn tokens_round_trip_revoke_and_rotate() {
         // Rotating a token that is already revoked (a concurrent rotation won) makes nothing.
         let twice = new_token(alice, fine_grained());
         assert!(matches!(
-            store.rotate_token(fine_id, &twice, audit("token_rotated")).await,
+            store.rotate_token(fine_id, &twice, 0, audit("token_rotated")).await,
             Err(StoreError::Conflict(_))
         ));
         assert!(store.token_with_digest(TokenId(new_id.0 + 1)).await.unwrap().is_none());
         let newer = new_token(alice, fine_grained());
-        let (newest, _) = store.rotate_token(new_id, &newer, audit("token_rotated")).await.unwrap();
+        let (newest, _) = store.rotate_token(new_id, &newer, 0, audit("token_rotated")).await.unwrap();
         assert_eq!(store.token(newest).await.unwrap().unwrap().family, fine_id);
         assert_eq!(store.tokens(Some(alice)).await.unwrap().len(), 4);
         assert_eq!(store.tokens(Some(UserId(12345))).await.unwrap().len(), 0);

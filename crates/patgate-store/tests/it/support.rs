@@ -9,7 +9,7 @@ use std::{
 };
 
 use patgate_core::Resources;
-use patgate_store::{SqlStore, StoreError};
+use patgate_store::{SqlStore, StoreError, WebhookTarget};
 use sqlx::Connection;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -79,4 +79,12 @@ pub fn resources() -> Arc<Resources> {
 
 pub async fn connect(database: &TestDatabase) -> Result<SqlStore, StoreError> {
     SqlStore::connect(&database.url, resources()).await
+}
+
+/// A store that turns audit events into deliveries to `targets`.
+pub async fn connect_with_webhooks(
+    database: &TestDatabase,
+    targets: Vec<WebhookTarget>,
+) -> Result<SqlStore, StoreError> {
+    Ok(connect(database).await?.with_webhooks(targets))
 }

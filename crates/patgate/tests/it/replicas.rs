@@ -4,77 +4,17 @@
 //! Runs when `PATGATE_TEST_POSTGRES_URL` is set (the CI sets it); creates a database of
 //! its own with `psql` and drops it afterwards.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{API_ISSUES, API_REGISTRY, Patgate, TempDir, date_in, poll};
+use crate::support::{
+    API_ISSUES, API_REGISTRY, Patgate, TempDatabase, TempDir, date_in, poll, postgres_url, with_database,
+};
 
 /// How often the other replica is asked, and how long it may take.
 const POLL_EVERY: Duration = Duration::from_millis(10);
 const POLL_LIMIT: Duration = Duration::from_secs(5);
-
-/// A fresh database on the server of `PATGATE_TEST_POSTGRES_URL`, dropped when this is.
-struct TempDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-fn psql(url: &str, sql: &str) -> Result<(), String> {
-    let output = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .output()
-        .map_err(|error| format!("running psql: {error}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!("psql -c {sql:?}: {}", String::from_utf8_lossy(&output.stderr)))
-    }
-}
-
-/// `url` with its database name replaced by `database` (the query string kept).
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let authority_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
-    let mut out = format!("{}/{database}", &base[..authority_end]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
-
-impl TempDatabase {
-    fn create(admin_url: &str, label: &str) -> TempDatabase {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let name = format!("patgate_it_{label}_{}_{nanos}", std::process::id());
-        psql(admin_url, &format!("CREATE DATABASE {name}")).unwrap();
-        TempDatabase { admin_url: admin_url.to_owned(), url: with_database(admin_url, &name), name }
-    }
-}
-
-impl Drop for TempDatabase {
-    fn drop(&mut self) {
-        if let Err(error) = psql(&self.admin_url, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)) {
-            eprintln!("dropping the test database: {error}");
-        }
-    }
-}
-
-fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var("PATGATE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("SKIPPED {test}: PATGATE_TEST_POSTGRES_URL is not set (the CI sets it)");
-            None
-        }
-    }
-}
 
 #[test]
 fn with_database_replaces_only_the_name() {

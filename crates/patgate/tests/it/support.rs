@@ -311,3 +311,75 @@ pub fn poll<T>(every: Duration, limit: Duration, mut probe: impl FnMut() -> Opti
         std::thread::sleep(every);
     }
 }
+
+/// A fresh database on the server of `PATGATE_TEST_POSTGRES_URL`, dropped when this is.
+pub struct TempDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+pub fn psql(url: &str, sql: &str) -> Result<(), String> {
+    let output = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .output()
+        .map_err(|error| format!("running psql: {error}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("psql -c {sql:?}: {}", String::from_utf8_lossy(&output.stderr)))
+    }
+}
+
+/// `url` with its database name replaced by `database` (the query string kept).
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{database}", &base[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+impl TempDatabase {
+    pub fn create(admin_url: &str, label: &str) -> TempDatabase {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let name = format!("patgate_it_{label}_{}_{nanos}", std::process::id());
+        psql(admin_url, &format!("CREATE DATABASE {name}")).unwrap();
+        TempDatabase { admin_url: admin_url.to_owned(), url: with_database(admin_url, &name), name }
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        if let Err(error) = psql(&self.admin_url, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)) {
+            eprintln!("dropping the test database: {error}");
+        }
+    }
+}
+
+pub fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var("PATGATE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("SKIPPED {test}: PATGATE_TEST_POSTGRES_URL is not set (the CI sets it)");
+            None
+        }
+    }
+}
+
+/// The rows `sql` returns from `url`, one line each, columns separated by `|`.
+pub fn psql_rows(url: &str, sql: &str) -> Vec<String> {
+    let output = Command::new("psql")
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .output()
+        .unwrap_or_else(|error| panic!("running psql: {error}"));
+    assert!(output.status.success(), "psql -c {sql:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().filter(|line| !line.is_empty()).map(str::to_owned).collect()
+}
