@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{API_REGISTRY, App, at, start};
+use crate::support::{API_REGISTRY, App, Backend, at, on_both_backends, start};
 
 const TOKENS: &str = "/api/v1/personal_access_tokens";
 const OWN: &str = "/api/v1/user/personal_access_tokens";
@@ -30,6 +30,26 @@ const DELIVERIES: &str = "/api/v1/admin/webhook_deliveries";
 const USER: &str = "/api/v4/user";
 const API_ISSUES: &str = "/api/v4/projects/acme%2Fplatform%2Fapi/issues";
 const DAY: i64 = 86_400;
+
+on_both_backends!(
+    a_rotated_token_works_until_the_last_second_of_its_grace,
+    a_token_expires_at_its_expiry_second,
+    expiry_notices_are_sent_once_at_60_30_7_and_0_days,
+    presenting_a_rotated_token_for_rotation_revokes_its_family,
+    a_lowered_cap_blocks_at_use_until_the_token_rotates,
+    a_token_made_without_expiry_when_none_is_required_works,
+    a_group_cap_applies_in_the_group_only,
+    legacy_creation_and_use_stop_at_the_first_second_of_their_dates,
+    a_leak_report_revokes_valid_tokens_and_says_nothing,
+    leak_reports_are_rate_limited_per_client_address,
+    token_lookup_names_a_token_without_revoking_it,
+    audit_events_are_visible_to_admins_and_owners_and_page,
+    blocking_unblocking_and_deleting_an_owner,
+    inactive_tokens_are_revoked_once,
+    usage_is_flushed_with_addresses_newest_first,
+    addresses_of_one_flush_are_listed_newest_first,
+    webhooks_are_signed_retried_and_delivered_once,
+);
 
 /// How the API writes an instant.
 fn iso(seconds: i64) -> String {
@@ -92,9 +112,8 @@ fn never_issued(app: &App) -> String {
     plain.expose_secret().to_owned()
 }
 
-#[tokio::test]
-async fn a_rotated_token_works_until_the_last_second_of_its_grace() {
-    let app = App::new().await;
+async fn a_rotated_token_works_until_the_last_second_of_its_grace(backend: Backend) {
+    let app = App::on(&backend).await;
     let reply = app.call("PUT", SETTINGS, Some(&app.admin), Some(&json!({ "rotation_grace_seconds": 86_401 }))).await;
     reply.expect_error(422, "invalid_request");
     let settings = put_settings(&app, &app.admin, json!({ "rotation_grace_seconds": 300 })).await;
@@ -127,9 +146,8 @@ async fn a_rotated_token_works_until_the_last_second_of_its_grace() {
     assert_eq!(reply.expect_error(401, "invalid_token")["reason"], "revoked");
 }
 
-#[tokio::test]
-async fn a_token_expires_at_its_expiry_second() {
-    let app = App::new().await;
+async fn a_token_expires_at_its_expiry_second(backend: Backend) {
+    let app = App::on(&backend).await;
     let token = legacy_api(&app, "alice", "2027-01-10").await;
     let id = own_id(&app, &token).await;
     let expires = at(2027, 1, 10, 0, 0, 0);
@@ -148,9 +166,8 @@ async fn a_token_expires_at_its_expiry_second() {
     app.call("POST", SELF_ROTATE, Some(&token), None).await.expect_error(401, "invalid_token");
 }
 
-#[tokio::test]
-async fn expiry_notices_are_sent_once_at_60_30_7_and_0_days() {
-    let app = App::new().await;
+async fn expiry_notices_are_sent_once_at_60_30_7_and_0_days(backend: Backend) {
+    let app = App::on(&backend).await;
     // Only this test's tokens come due: the demo tokens go (the admin's expires in a year).
     for token in [&app.alice, &app.bob, &app.dave] {
         let id = id_of(&app, token).await;
@@ -218,9 +235,8 @@ async fn expiry_notices_are_sent_once_at_60_30_7_and_0_days() {
     assert!(audit(&app, &app.admin, &format!("token_id={successor_id}&type=token_expiry_notice")).await.is_empty());
 }
 
-#[tokio::test]
-async fn presenting_a_rotated_token_for_rotation_revokes_its_family() {
-    let app = App::new().await;
+async fn presenting_a_rotated_token_for_rotation_revokes_its_family(backend: Backend) {
+    let app = App::on(&backend).await;
     // Without a grace period: the first secret is rotated twice; the middle one comes back.
     let first = app.api_token_for("alice").await;
     let first_id = own_id(&app, &first).await;
@@ -279,9 +295,8 @@ async fn presenting_a_rotated_token_for_rotation_revokes_its_family() {
     assert_eq!(audit(&app, &app.admin, "type=reuse_detected").await.len(), 3);
 }
 
-#[tokio::test]
-async fn a_lowered_cap_blocks_at_use_until_the_token_rotates() {
-    let app = App::new().await;
+async fn a_lowered_cap_blocks_at_use_until_the_token_rotates(backend: Backend) {
+    let app = App::on(&backend).await;
     // Made under the default 365 days; the cap is then lowered to 90 days, counted from the
     // start of the creation day (2026-11-28 + 90 days = 2027-02-26).
     let at_cap = legacy_api(&app, "alice", "2027-02-26").await;
@@ -339,9 +354,8 @@ async fn a_lowered_cap_blocks_at_use_until_the_token_rotates() {
 
 /// Creation accepts a token without an expiry when none is required; the decision must not
 /// then deny it as `lifetime_policy` on its first use.
-#[tokio::test]
-async fn a_token_made_without_expiry_when_none_is_required_works() {
-    let app = App::new().await;
+async fn a_token_made_without_expiry_when_none_is_required_works(backend: Backend) {
+    let app = App::on(&backend).await;
     put_settings(&app, &app.admin, json!({ "expiry_required": false })).await;
     let body = json!({ "name": "forever", "scopes": ["read_api"] });
     let reply = app.call("POST", "/api/v1/users/dave/personal_access_tokens", Some(&app.admin), Some(&body)).await;
@@ -351,9 +365,8 @@ async fn a_token_made_without_expiry_when_none_is_required_works() {
     assert_eq!(app.reason(forever["token"].as_str().unwrap(), "GET", USER).await, "allowed");
 }
 
-#[tokio::test]
-async fn a_group_cap_applies_in_the_group_only() {
-    let app = App::new().await;
+async fn a_group_cap_applies_in_the_group_only(backend: Backend) {
+    let app = App::on(&backend).await;
     // Made before the cap: 90 days (demo) and 214 days.
     let alice_api = app.api_token_for("alice").await;
     for bad in [json!({ "acme/nope": 7 }), json!({ "acme/platform": 0 }), json!({ "acme/platform": 401 })] {
@@ -413,9 +426,8 @@ async fn a_group_cap_applies_in_the_group_only() {
     assert_eq!(app.reason(&app.alice, "GET", API_REGISTRY).await, "allowed");
 }
 
-#[tokio::test]
-async fn legacy_creation_and_use_stop_at_the_first_second_of_their_dates() {
-    let app = App::new().await;
+async fn legacy_creation_and_use_stop_at_the_first_second_of_their_dates(backend: Backend) {
+    let app = App::on(&backend).await;
     let reply =
         app.call("PUT", SETTINGS, Some(&app.admin), Some(&json!({ "legacy_use_disabled_from": "2026-13-01" }))).await;
     reply.expect_error(422, "invalid_request");
@@ -475,9 +487,8 @@ async fn legacy_creation_and_use_stop_at_the_first_second_of_their_dates() {
     }
 }
 
-#[tokio::test]
-async fn a_leak_report_revokes_valid_tokens_and_says_nothing() {
-    let app = App::new().await;
+async fn a_leak_report_revokes_valid_tokens_and_says_nothing(backend: Backend) {
+    let app = App::on(&backend).await;
     let (alice_id, bob_id) = (id_of(&app, &app.alice).await, id_of(&app, &app.bob).await);
     let mut tampered = app.dave.clone();
     let last = tampered.pop().unwrap();
@@ -532,9 +543,8 @@ async fn a_leak_report_revokes_valid_tokens_and_says_nothing() {
     }
 }
 
-#[tokio::test]
-async fn leak_reports_are_rate_limited_per_client_address() {
-    let app = App::new().await;
+async fn leak_reports_are_rate_limited_per_client_address(backend: Backend) {
+    let app = App::on(&backend).await;
     let (limited, other) = ("198.51.100.7", "198.51.100.8");
     for _ in 0..30 {
         app.call_raw_from(limited, "POST", LEAK, "[\"pgfgt-nope\"]").await.expect(202);
@@ -555,9 +565,8 @@ async fn leak_reports_are_rate_limited_per_client_address() {
     app.call_raw_from(limited, "POST", LEAK, "[]").await.expect_error(429, "rate_limited");
 }
 
-#[tokio::test]
-async fn token_lookup_names_a_token_without_revoking_it() {
-    let app = App::new().await;
+async fn token_lookup_names_a_token_without_revoking_it(backend: Backend) {
+    let app = App::on(&backend).await;
     let alice_id = id_of(&app, &app.alice).await;
     let found = app.call("POST", LOOKUP, Some(&app.admin), Some(&json!({ "token": app.alice }))).await;
     let found = found.expect(200);
@@ -593,9 +602,8 @@ async fn token_lookup_names_a_token_without_revoking_it() {
     assert_eq!(found.expect(200).json()["state"], "revoked");
 }
 
-#[tokio::test]
-async fn audit_events_are_visible_to_admins_and_owners_and_page() {
-    let app = App::new().await;
+async fn audit_events_are_visible_to_admins_and_owners_and_page(backend: Backend) {
+    let app = App::on(&backend).await;
     let alice_api = app.api_token_for("alice").await;
     app.set_now(start() + 3600);
     let own = json!({ "name": "own", "expires_at": "2027-01-01", "scopes": ["read_api"] });
@@ -673,9 +681,8 @@ async fn audit_events_are_visible_to_admins_and_owners_and_page() {
     app.call("GET", AUDIT, None, None).await.expect_error(401, "invalid_token");
 }
 
-#[tokio::test]
-async fn blocking_unblocking_and_deleting_an_owner() {
-    let app = App::new().await;
+async fn blocking_unblocking_and_deleting_an_owner(backend: Backend) {
+    let app = App::on(&backend).await;
     let alice_api = app.api_token_for("alice").await;
     let gone = app.api_token_for("alice").await;
     let gone_id = own_id(&app, &gone).await;
@@ -724,9 +731,8 @@ async fn blocking_unblocking_and_deleting_an_owner() {
     }
 }
 
-#[tokio::test]
-async fn inactive_tokens_are_revoked_once() {
-    let app = App::new().await;
+async fn inactive_tokens_are_revoked_once(backend: Backend) {
+    let app = App::on(&backend).await;
     let shared = app.shared.clone();
     let (alice_id, bob_id, dave_id, admin_id) = (
         own_id(&app, &app.alice).await,
@@ -797,9 +803,8 @@ async fn inactive_tokens_are_revoked_once() {
     assert_eq!(jobs::revoke_inactive(&shared).await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn usage_is_flushed_with_addresses_newest_first() {
-    let app = App::new().await;
+async fn usage_is_flushed_with_addresses_newest_first(backend: Backend) {
+    let app = App::on(&backend).await;
     let shared = app.shared.clone();
     let id = own_id(&app, &app.alice).await;
     assert_eq!(jobs::flush_usage(&shared).await.unwrap(), 1, "a management call is a use");
@@ -870,9 +875,8 @@ async fn usage_is_flushed_with_addresses_newest_first() {
 }
 
 /// Several addresses used between two flushes keep their order, newest first.
-#[tokio::test]
-async fn addresses_of_one_flush_are_listed_newest_first() {
-    let app = App::new().await;
+async fn addresses_of_one_flush_are_listed_newest_first(backend: Backend) {
+    let app = App::on(&backend).await;
     let id = own_id(&app, &app.alice).await;
     for (offset, ip) in [(60, "203.0.113.10"), (120, "203.0.113.9")] {
         app.set_now(start() + offset);
@@ -1020,12 +1024,11 @@ fn signed(secret: &[u8], timestamp: &str, body: &[u8], signature: &str) -> bool 
     mac.verify_slice(&tag).is_ok()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks_are_signed_retried_and_delivered_once() {
+async fn webhooks_are_signed_retried_and_delivered_once(backend: Backend) {
     let receiver = Receiver::start(vec![500]).await;
     let secret = b"a webhook secret of 32 bytes ...";
     let target = WebhookTarget { url: receiver.url(), events: Vec::new() };
-    let app = App::with_webhooks(vec![target], Some(secret)).await;
+    let app = App::with_webhooks(&backend, vec![target], Some(secret)).await;
     let shared = app.shared.clone();
     let deliveries = |query: &'static str| {
         let app = &app;

@@ -1,4 +1,5 @@
-//! One service per test: a fresh SQLite file, a fixed clock at 2026-11-28T12:00:00Z, the
+//! One service per test: a fresh database (an SQLite file, or a PostgreSQL database of its
+//! own for the tests that run on both backends), a fixed clock at 2026-11-28T12:00:00Z, the
 //! first admin's token and the demo organisation (`bootstrap::seed_demo`).
 
 use std::{
@@ -22,6 +23,7 @@ use patgate_core::{DigestKey, Resources, Timestamp, TokenFormat, catalog::Catalo
 use patgate_server::{Clock, Shared, bootstrap, webhook::WebhookSecret};
 use patgate_store::{SqlStore, Store, WebhookTarget};
 use serde_json::{Value, json};
+use sqlx::Connection;
 use tower::ServiceExt;
 
 /// The peer address of requests that do not name one: a trusted (loopback) proxy.
@@ -43,29 +45,111 @@ pub fn start() -> i64 {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// An SQLite file of its own, removed (with its WAL files) when dropped.
+/// A name no other test of any run uses.
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}_{}_{}_{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Where a test's service keeps its data.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// The server at this URL (trust auth); each test creates and drops a database of its own.
+    Postgres(String),
+}
+
+impl Backend {
+    /// PostgreSQL, when `PATGATE_TEST_POSTGRES_URL` names a server (the CI sets it).
+    pub fn postgres() -> Option<Backend> {
+        std::env::var("PATGATE_TEST_POSTGRES_URL").ok().map(Backend::Postgres)
+    }
+}
+
+/// Runs each named `async fn name(backend: Backend)` as two tests, `sqlite::name` and
+/// `postgres::name` (which passes without running when no PostgreSQL is configured).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = $crate::support::Backend::postgres() {
+                        super::$name(backend).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+/// A database of its own, removed when dropped.
 #[derive(Debug)]
-struct TempDatabase {
-    path: PathBuf,
+enum TempDatabase {
+    /// An SQLite file (and its WAL files).
+    File(PathBuf),
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
 }
 
 impl TempDatabase {
-    fn new() -> TempDatabase {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let name =
-            format!("patgate_server_it_{}_{}_{nanos}.db", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        TempDatabase { path: std::env::temp_dir().join(name) }
+    async fn create(backend: &Backend) -> TempDatabase {
+        match backend {
+            Backend::Sqlite => {
+                TempDatabase::File(std::env::temp_dir().join(format!("{}.db", unique("patgate_server_it"))))
+            }
+            Backend::Postgres(admin_url) => {
+                let name = unique("patgate_server_it");
+                let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+                TempDatabase::Postgres { admin_url: admin_url.clone(), name }
+            }
+        }
     }
 
     fn url(&self) -> String {
-        format!("sqlite://{}", self.path.display())
+        match self {
+            TempDatabase::File(path) => format!("sqlite://{}", path.display()),
+            TempDatabase::Postgres { admin_url, name } => {
+                let (base, _) = admin_url.rsplit_once('/').unwrap();
+                format!("{base}/{name}")
+            }
+        }
     }
 }
 
 impl Drop for TempDatabase {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        match self {
+            TempDatabase::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            TempDatabase::Postgres { admin_url, name } => {
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                // Dropping needs async; a short-lived runtime on its own thread does it.
+                let _ = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                    runtime.block_on(async {
+                        let mut admin = sqlx::PgConnection::connect(&admin_url).await.ok()?;
+                        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut admin).await.ok()
+                    })
+                })
+                .join();
+            }
         }
     }
 }
@@ -135,13 +219,18 @@ pub struct App {
 impl App {
     /// A fresh service built as `patgate serve --demo` builds it, on a fixed clock.
     pub async fn new() -> App {
-        App::with_webhooks(Vec::new(), None).await
+        App::on(&Backend::Sqlite).await
     }
 
-    /// [`App::new`], delivering audit events to `webhooks`, signed with `webhook_secret`
+    /// [`App::new`] on `backend`.
+    pub async fn on(backend: &Backend) -> App {
+        App::with_webhooks(backend, Vec::new(), None).await
+    }
+
+    /// [`App::on`], delivering audit events to `webhooks`, signed with `webhook_secret`
     /// (at least 16 bytes) when given.
-    pub async fn with_webhooks(webhooks: Vec<WebhookTarget>, webhook_secret: Option<&[u8]>) -> App {
-        let database = TempDatabase::new();
+    pub async fn with_webhooks(backend: &Backend, webhooks: Vec<WebhookTarget>, webhook_secret: Option<&[u8]>) -> App {
+        let database = TempDatabase::create(backend).await;
         let resources = Resources::builtin().unwrap();
         let catalog = Catalog::builtin(&resources).unwrap();
         let store =
