@@ -87,6 +87,22 @@ impl LegacyScope {
         }
     }
 
+    /// Scopes that write or impersonate across everything the owner can reach: what a
+    /// review flags as `broad_legacy_scope`.
+    pub fn is_broad(self) -> bool {
+        matches!(
+            self,
+            LegacyScope::Api
+                | LegacyScope::WriteRepository
+                | LegacyScope::WriteRegistry
+                | LegacyScope::WriteVirtualRegistry
+                | LegacyScope::ManageRunner
+                | LegacyScope::K8sProxy
+                | LegacyScope::Sudo
+                | LegacyScope::AdminMode
+        )
+    }
+
     /// Scopes only an administrator may hold.
     pub fn admin_only(self) -> bool {
         matches!(self, LegacyScope::Sudo | LegacyScope::AdminMode | LegacyScope::ReadServicePing)

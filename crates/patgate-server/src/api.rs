@@ -5,7 +5,7 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
 use crate::{
-    routes::{admin, decision, health, lifecycle, tokens},
+    routes::{admin, decision, health, lifecycle, suggestion, tokens},
     state::AppState,
 };
 
@@ -58,11 +58,14 @@ pub const ROUTES: &[Route] = &[
     route!("GET" "/api/v1/forward-auth", "Forward auth for nginx auth_request, Traefik ForwardAuth and Envoy ext_authz: 200 allows (X-Patgate-User, X-Patgate-Token-Id), 401 for missing or invalid credentials (WWW-Authenticate), 403 otherwise (X-Patgate-Missing-Permission).", Open, None, 200 None, get(decision::forward_auth)),
     route!("POST" "/api/v1/user/personal_access_tokens", "Create a token for yourself (legacy: scopes; fine-grained: grants). The token is shown once.", Token, Some("CreateTokenRequest"), 201 Some("Token"), post(tokens::create_own)),
     route!("POST" "/api/v1/users/{username}/personal_access_tokens", "Create a token for a user (administrators).", Admin, Some("CreateTokenRequest"), 201 Some("Token"), post(tokens::create_for_user)),
-    route!("GET" "/api/v1/personal_access_tokens", "List your tokens; administrators may add ?user=NAME (or * for all).", Token, None, 200 Some("TokenList"), get(tokens::list)),
+    route!("GET" "/api/v1/personal_access_tokens", "The tokens table: your tokens with their flags; administrators may add ?user=NAME (or * for all). Filters: state, kind, flag, expires_before/after, used_before/after, search; sort; page, per_page (X-Total, X-Next-Page headers).", Token, None, 200 Some("TokenList"), get(tokens::list)),
+    route!("GET" "/api/v1/admin/credentials", "The credentials inventory: every user's tokens with their flags, same filters as the tokens table (administrators).", Admin, None, 200 Some("TokenList"), get(tokens::inventory)),
     route!("GET" "/api/v1/personal_access_tokens/self", "The token you are using.", Token, None, 200 Some("Token"), get(tokens::show_self)),
     route!("POST" "/api/v1/personal_access_tokens/self/rotate", "Rotate the token you are using: a new secret, the old one revoked.", Token, None, 200 Some("Token"), post(tokens::rotate_self)),
     route!("GET" "/api/v1/personal_access_tokens/{id}", "Show a token.", Token, None, 200 Some("Token"), get(tokens::show)),
     route!("DELETE" "/api/v1/personal_access_tokens/{id}", "Revoke a token.", Token, None, 204 None, delete(tokens::revoke)),
+    route!("GET" "/api/v1/personal_access_tokens/{id}/suggestion", "Least privilege: what the token used within the usage window and the narrowest grants that allow all of it.", Token, None, 200 Some("Suggestion"), get(suggestion::show)),
+    route!("POST" "/api/v1/personal_access_tokens/{id}/narrow", "Replace the token with its suggestion: a rotation into the narrower grants (the new secret is shown once).", Token, None, 200 Some("Token"), post(suggestion::narrow)),
     route!("POST" "/api/v1/personal_access_tokens/{id}/rotate", "Rotate a token: a new secret with the same name and grants, the old one revoked.", Token, None, 200 Some("Token"), post(tokens::rotate)),
     route!("POST" "/api/v1/credentials/revoke", "Leak report (secret scanners): revoke every valid token among up to 1,000 strings (reason leaked). No authentication; rate-limited per client address; never says which strings were valid.", Open, Some("LeakReport"), 202 Some("LeakReceipt"), post(lifecycle::report_leak)),
     route!("GET" "/api/v1/audit_events", "The audit log, newest first: administrators see every event (?user=, token_id=, type=, after=, before=, before_id=, limit=); others their own.", Token, None, 200 Some("AuditPage"), get(lifecycle::audit_events)),
@@ -130,8 +133,23 @@ fn schemas() -> Value {
             "display_prefix": string(), "user": string(), "scopes": strings(),
             "grants": { "type": "array", "items": { "$ref": "#/components/schemas/Grant" } },
             "allowed_ips": strings(), "created_at": string(), "expires_at": string(), "revoked_at": string(),
-            "revoke_reason": string(), "state": { "type": "string", "enum": ["active", "expired", "revoked"] },
+            "revoke_reason": string(), "state": { "type": "string", "enum": ["active", "expired", "revoked", "blocked"] },
+            "blocked_reason": { "type": "string", "enum": ["owner_blocked", "lifetime_policy", "legacy_disabled"] },
+            "flags": { "type": "array", "items": { "type": "string", "enum": ["broad_legacy_scope", "write_everywhere",
+                "unused_permissions", "never_used", "expiring_soon", "exceeds_policy"] } },
+            "unused_permissions": strings(), "last_ips": strings(),
             "last_used_at": string(), "family_id": { "type": "integer" }, "previous_id": { "type": "integer" } } },
+        "Suggestion": { "type": "object", "properties": {
+            "token_id": { "type": "integer" }, "kind": string(), "window_days": { "type": "integer" }, "since": string(),
+            "observed": { "type": "array", "items": { "type": "object", "properties": {
+                "permission": string(), "boundary": { "type": "object" }, "uses": { "type": "integer" },
+                "first_used_at": string(), "last_used_at": string() } } },
+            "grants": { "type": "array", "items": { "$ref": "#/components/schemas/Grant" } },
+            "removed": { "type": "object", "properties": { "permissions": strings(), "reaches": strings(), "scopes": strings() } },
+            "left_out": { "type": "array", "items": { "type": "object", "properties": {
+                "permission": string(), "boundary": { "type": "object" },
+                "reason": { "type": "string", "enum": ["not_applicable", "gone", "not_grantable", "beyond_original"] } } } },
+            "narrower": { "type": "boolean" }, "message": string() } },
         "TokenList": { "type": "array", "items": { "$ref": "#/components/schemas/Token" } },
         "User": { "type": "object", "required": ["username"], "properties": {
             "username": string(), "name": string(), "admin": { "type": "boolean" },
@@ -156,7 +174,8 @@ fn schemas() -> Value {
             "legacy_use_disabled_from": { "type": ["string", "null"], "format": "date" },
             "group_max_lifetime_days": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 1 } },
             "rotation_grace_seconds": { "type": "integer", "minimum": 0, "maximum": 86400 },
-            "inactivity_days": { "type": "integer", "minimum": 0 } } },
+            "inactivity_days": { "type": "integer", "minimum": 0 },
+            "usage_window_days": { "type": "integer", "minimum": 1, "maximum": 365 } } },
         "LeakReport": { "oneOf": [
             { "type": "array", "maxItems": 1000, "items": { "oneOf": [string(), { "type": "object", "required": ["token"],
                 "properties": { "token": string(), "type": string(), "url": string(), "source": string() } }] } },

@@ -8,7 +8,8 @@ use axum::{
     http::{HeaderMap, header, request::Parts},
 };
 use patgate_core::{
-    BoundaryRef, DenyReason, Permission, Request, Surface, TokenRecord, UserId, decide_under, decision::Operation,
+    Basis, BoundaryRef, DenyReason, Permission, Request, Surface, TokenRecord, UserId, decide_under,
+    decision::Operation,
 };
 
 use crate::{
@@ -187,9 +188,11 @@ pub fn authorize_with(
     let token = token.clone();
     drop(engine);
     match (decision.outcome, owner) {
-        (Ok(_), Some((username, admin))) => {
-            // A management call is a use of the token too (inactivity, last used).
-            shared.usage.record(token.id, token.owner, now, credentials.client_ip);
+        (Ok(basis), Some((username, admin))) => {
+            // A management call is a use of the token too (inactivity, last used, and the
+            // permission it needed).
+            let used = if matches!(basis, Basis::FineGrained | Basis::Legacy) { permissions } else { &[] };
+            shared.usage.record(token.id, token.owner, now, credentials.client_ip, used, decision.boundary);
             Ok(Caller { user: token.owner, username, admin, token })
         }
         (Err(reason), _) => Err(deny_error(shared, reason)),
@@ -225,7 +228,7 @@ pub fn authenticate_only(shared: &Shared, credentials: &Credentials) -> Result<C
         Err(reason) => Err(deny_error(shared, reason)),
         Ok((decision, token)) => match (decision.outcome, owner) {
             (Ok(_), Some((username, admin))) => {
-                shared.usage.record(token.id, token.owner, now, credentials.client_ip);
+                shared.usage.record(token.id, token.owner, now, credentials.client_ip, &[], None);
                 Ok(Caller { user: token.owner, username, admin, token })
             }
             (Err(reason), _) => Err(deny_error(shared, reason)),

@@ -47,3 +47,18 @@ impl RawBody {
         serde_json::from_slice(&self.0).map_err(|error| ApiError::invalid(format!("the JSON body is invalid: {error}")))
     }
 }
+
+/// Like `axum::extract::Query`, but a malformed query string answers with [`ApiError`]
+/// naming the parameter.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(value)| Params(value))
+            .map_err(|rejection| ApiError::invalid(format!("the query string is invalid: {}", rejection.body_text())))
+    }
+}

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod error;
 pub mod extract;
+pub mod insight;
 pub mod jobs;
 pub mod metrics;
 pub mod ratelimit;

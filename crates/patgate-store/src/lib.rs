@@ -12,8 +12,8 @@ mod listen;
 mod sql;
 
 use patgate_core::{
-    Authority, GroupId, MembershipTarget, ProjectId, Role, Timestamp, TokenDigest, TokenId, TokenKind, TokenRecord,
-    UserId, UserState, Visibility, net::IpNet,
+    Authority, Boundary, GroupId, MembershipTarget, Permission, ProjectId, Role, Timestamp, TokenDigest, TokenId,
+    TokenKind, TokenRecord, UserId, UserState, Visibility, net::IpNet,
 };
 use serde::{Deserialize, Serialize};
 
@@ -303,6 +303,18 @@ pub struct TokenUse {
     pub last_used_at: Timestamp,
     /// Distinct client addresses, most recent last.
     pub ips: Vec<std::net::IpAddr>,
+    /// The permissions it used and where (one entry per permission and boundary).
+    pub permissions: Vec<PermissionUse>,
+}
+
+/// How often, and first and last when, a token used one permission at one boundary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PermissionUse {
+    pub permission: Permission,
+    pub boundary: Boundary,
+    pub uses: u64,
+    pub first_used: Timestamp,
+    pub last_used: Timestamp,
 }
 
 /// Which audit events to list.
@@ -337,6 +349,9 @@ pub struct Settings {
     pub rotation_grace_seconds: u32,
     /// Revoke tokens unused for this many days (`inactive`); 0 turns it off.
     pub inactivity_days: u32,
+    /// The days of use the tokens table and the least-privilege suggestion look at: a
+    /// permission unused for this long is flagged `unused_permissions`.
+    pub usage_window_days: u32,
     pub token_prefix: String,
     /// The fingerprint of the instance secret the tokens were made under.
     pub key_fingerprint: String,
@@ -353,6 +368,7 @@ impl Default for Settings {
             group_max_lifetime_days: std::collections::BTreeMap::new(),
             rotation_grace_seconds: 0,
             inactivity_days: 0,
+            usage_window_days: 30,
             token_prefix: String::new(),
             key_fingerprint: String::new(),
         }
@@ -494,11 +510,19 @@ pub trait Store: Send + Sync {
     fn family(&self, family: TokenId) -> impl Future<Output = Result<Vec<TokenId>, StoreError>> + Send;
     fn token(&self, id: TokenId) -> impl Future<Output = Result<Option<TokenRow>, StoreError>> + Send;
     fn tokens(&self, owner: Option<UserId>) -> impl Future<Output = Result<Vec<TokenRow>, StoreError>> + Send;
+    /// The permissions used by the tokens of `owner` (every token when `None`), or by
+    /// `token` alone, last used at or after `since`; by token, then permission.
+    fn permission_uses(
+        &self,
+        owner: Option<UserId>,
+        token: Option<TokenId>,
+        since: Timestamp,
+    ) -> impl Future<Output = Result<Vec<(TokenId, PermissionUse)>, StoreError>> + Send;
 
     // ---- lifecycle jobs ------------------------------------------------------------
 
-    /// Records last use and client addresses; appends `token_used_from_new_ip` for an
-    /// address not seen before. Returns the (token, address) pairs that were new.
+    /// Records last use, client addresses and the permissions used (adding to their counts);
+    /// appends `token_used_from_new_ip` for an address not seen before. Returns the (token, address) pairs that were new.
     fn record_usage(
         &self,
         uses: &[TokenUse],

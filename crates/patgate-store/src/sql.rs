@@ -4,8 +4,8 @@
 use std::{collections::HashMap, fmt, sync::Arc};
 
 use patgate_core::{
-    GroupId, MembershipTarget, ProjectId, Resources, Role, Timestamp, TokenDigest, TokenId, TokenRecord, UserId,
-    UserState, Visibility,
+    Boundary, BoundaryKind, GroupId, MembershipTarget, ProjectId, Resources, Role, Timestamp, TokenDigest, TokenId,
+    TokenRecord, UserId, UserState, Visibility,
 };
 use sqlx::{
     Any, AnyPool, Row, Transaction,
@@ -16,9 +16,19 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::{
     Audit, AuditEvent, AuditFilter, Change, Delivery, DeliveryAttempt, DeliveryFilter, DirectoryBatch, ImportCounts,
-    MembershipRow, NewToken, PathRow, Settings, Snapshot, Store, StoreError, TokenRow, TokenUse, UserRow,
-    WebhookTarget, convert,
+    MembershipRow, NewToken, PathRow, PermissionUse, Settings, Snapshot, Store, StoreError, TokenRow, TokenUse,
+    UserRow, WebhookTarget, convert,
 };
+
+/// The `(boundary_kind, boundary_id)` columns of `boundary` (the instance's id is 0).
+fn boundary_columns(boundary: Boundary) -> Result<(&'static str, i64), StoreError> {
+    Ok(match boundary {
+        Boundary::Project(id) => ("project", i64_of(id.0)?),
+        Boundary::Group(id) => ("group", i64_of(id.0)?),
+        Boundary::User(id) => ("user", i64_of(id.0)?),
+        Boundary::Instance => ("instance", 0),
+    })
+}
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -99,7 +109,7 @@ fn get<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(row: &'r AnyRow, column: 
     row.try_get(column).map_err(|error| StoreError::Corrupt(format!("column {column}: {error}")))
 }
 
-const KNOWN_SCHEMA: i64 = 2;
+const KNOWN_SCHEMA: i64 = 3;
 
 /// How many client addresses a token keeps.
 const LAST_IPS: usize = 5;
@@ -907,10 +917,13 @@ impl Store for SqlStore {
             return Err(StoreError::Conflict(format!("token {old} is already revoked")));
         }
         let id = self.insert_token(&mut write.tx, token, Some(family), Some(old)).await?;
-        let audit = audit
-            .user(token.owner)
-            .token(id)
-            .details(serde_json::json!({ "previous": old.0, "grace_seconds": grace_seconds }));
+        // The caller's details (what a narrowing removed) keep their place beside these.
+        let mut details = audit.details.clone();
+        if let Some(fields) = details.as_object_mut() {
+            fields.insert("previous".to_owned(), old.0.into());
+            fields.insert("grace_seconds".to_owned(), grace_seconds.into());
+        }
+        let audit = audit.user(token.owner).token(id).details(details);
         let sequence = self.finish(write, &[Change::Token { id: old.0 }, Change::Token { id: id.0 }], &audit).await?;
         Ok((id, sequence))
     }
@@ -1027,6 +1040,33 @@ impl Store for SqlStore {
                     .await
                     .map_err(database)?;
                 }
+            }
+        }
+        for used in uses {
+            let token = i64_of(used.token.0)?;
+            for each in &used.permissions {
+                let (kind, id) = boundary_columns(each.boundary)?;
+                sqlx::query(
+                    "INSERT INTO token_permission_uses \
+                     (token_id, permission, boundary_kind, boundary_id, uses, first_used, last_used) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (token_id, permission, boundary_kind, boundary_id) DO UPDATE SET \
+                     uses = token_permission_uses.uses + excluded.uses, \
+                     first_used = CASE WHEN excluded.first_used < token_permission_uses.first_used \
+                     THEN excluded.first_used ELSE token_permission_uses.first_used END, \
+                     last_used = CASE WHEN excluded.last_used > token_permission_uses.last_used \
+                     THEN excluded.last_used ELSE token_permission_uses.last_used END",
+                )
+                .bind(token)
+                .bind(self.resources.permission_name(each.permission))
+                .bind(kind)
+                .bind(id)
+                .bind(i64::try_from(each.uses).unwrap_or(i64::MAX))
+                .bind(each.first_used.0)
+                .bind(each.last_used.0)
+                .execute(&mut *write.tx)
+                .await
+                .map_err(database)?;
             }
         }
         if audits.is_empty() {
@@ -1194,6 +1234,59 @@ impl Store for SqlStore {
                 })
             })
             .collect()
+    }
+
+    async fn permission_uses(
+        &self,
+        owner: Option<UserId>,
+        token: Option<TokenId>,
+        since: Timestamp,
+    ) -> Result<Vec<(TokenId, PermissionUse)>, StoreError> {
+        const COLUMNS: &str =
+            "u.token_id, u.permission, u.boundary_kind, u.boundary_id, u.uses, u.first_used, u.last_used";
+        let query = match (owner, token) {
+            (_, Some(token)) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM token_permission_uses u WHERE u.token_id = $1 AND u.last_used >= $2 \
+                 ORDER BY u.token_id, u.permission, u.boundary_kind, u.boundary_id"
+            )))
+            .bind(i64_of(token.0)?),
+            (Some(owner), None) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM token_permission_uses u JOIN tokens t ON t.id = u.token_id \
+                 WHERE t.owner_id = $1 AND u.last_used >= $2 \
+                 ORDER BY u.token_id, u.permission, u.boundary_kind, u.boundary_id"
+            )))
+            .bind(i64_of(owner.0)?),
+            (None, None) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM token_permission_uses u WHERE u.last_used >= $1 \
+                 ORDER BY u.token_id, u.permission, u.boundary_kind, u.boundary_id"
+            ))),
+        };
+        let rows = query.bind(since.0).fetch_all(&self.pool).await.map_err(database)?;
+        let mut uses = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // A permission the catalog no longer has was used by an older version: skipped.
+            let Ok(permission) = self.resources.permission(&get::<String>(row, "permission")?) else { continue };
+            let kind: String = get(row, "boundary_kind")?;
+            let id = u64_of(get(row, "boundary_id")?)?;
+            let boundary = match kind.parse::<BoundaryKind>() {
+                Ok(BoundaryKind::Project) => Boundary::Project(ProjectId(id)),
+                Ok(BoundaryKind::Group) => Boundary::Group(GroupId(id)),
+                Ok(BoundaryKind::User) => Boundary::User(UserId(id)),
+                Ok(BoundaryKind::Instance) => Boundary::Instance,
+                Err(()) => return Err(StoreError::Corrupt(format!("boundary kind `{kind}`"))),
+            };
+            uses.push((
+                TokenId(u64_of(get(row, "token_id")?)?),
+                PermissionUse {
+                    permission,
+                    boundary,
+                    uses: u64_of(get(row, "uses")?)?,
+                    first_used: Timestamp(get(row, "first_used")?),
+                    last_used: Timestamp(get(row, "last_used")?),
+                },
+            ));
+        }
+        Ok(uses)
     }
 
     async fn settings(&self) -> Result<Settings, StoreError> {

@@ -6,5 +6,6 @@ mod endpoints;
 mod format;
 mod policy;
 mod properties;
+mod suggest;
 mod table;
 mod validate;

@@ -429,6 +429,7 @@ pub struct SettingsUpdate {
     pub group_max_lifetime_days: Option<std::collections::BTreeMap<String, u32>>,
     pub rotation_grace_seconds: Option<u32>,
     pub inactivity_days: Option<u32>,
+    pub usage_window_days: Option<u32>,
 }
 
 /// The largest rotation grace period: a day.
@@ -510,6 +511,12 @@ pub async fn put_settings(
             return Err(ApiError::invalid("`inactivity_days` must be 0 (off) to 3650"));
         }
         settings.inactivity_days = days;
+    }
+    if let Some(days) = body.usage_window_days {
+        if !(1..=365).contains(&days) {
+            return Err(ApiError::invalid("`usage_window_days` must be 1 to 365"));
+        }
+        settings.usage_window_days = days;
     }
     let now = state.clock.now();
     let before = state.engine().policy.clone();

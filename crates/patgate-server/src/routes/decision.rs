@@ -71,10 +71,11 @@ fn judge<'c>(state: &'c AppState, token: &str, method: &str, path: &str, client_
     let mut buffer = DecodeBuffer::default();
     let (mut request, entry) = state.catalog.request_and_entry(method, path, &mut buffer);
     request.client_ip = client_ip;
-    let permission = match request.operation {
-        Operation::Covered { permissions, .. } => permissions.first().copied(),
-        _ => None,
+    let permissions = match request.operation {
+        Operation::Covered { permissions, .. } => permissions,
+        _ => &[],
     };
+    let permission = permissions.first().copied();
     let engine = state.engine();
     let decision = engine.decide_presented(token, &request, now);
     let user = decision
@@ -82,9 +83,11 @@ fn judge<'c>(state: &'c AppState, token: &str, method: &str, path: &str, client_
         .and_then(|id| engine.index.directory.user(id))
         .and_then(|user| HeaderValue::from_str(&user.username).ok());
     drop(engine);
-    // Allowed: note the use for the background flush (no database write here).
-    if let (Ok(_), Some(token), Some(owner)) = (decision.outcome, decision.token, decision.user) {
-        state.usage.record(token, owner, now, client_ip);
+    // Allowed: note the use for the background flush (no database write here). Only a
+    // grant or a scope uses permissions; a public read or an open endpoint uses none.
+    if let (Ok(basis), Some(token), Some(owner)) = (decision.outcome, decision.token, decision.user) {
+        let used = if matches!(basis, Basis::FineGrained | Basis::Legacy) { permissions } else { &[] };
+        state.usage.record(token, owner, now, client_ip, used, decision.boundary);
     }
     Judged { decision, permission, entry, user }
 }
@@ -98,11 +101,9 @@ fn allow_message(basis: Basis) -> &'static str {
     }
 }
 
-fn response(state: &AppState, judged: &Judged) -> DecideResponse {
-    let engine = state.engine();
-    let decision = &judged.decision;
-    let directory = &engine.index.directory;
-    let boundary = decision.boundary.map(|boundary| match boundary {
+/// A boundary with its path as the directory names it now.
+pub(crate) fn boundary_response(directory: &patgate_core::Directory, boundary: Boundary) -> BoundaryResponse {
+    match boundary {
         Boundary::Project(id) => BoundaryResponse {
             kind: "project",
             id: Some(id.0),
@@ -117,7 +118,14 @@ fn response(state: &AppState, judged: &Judged) -> DecideResponse {
             BoundaryResponse { kind: "user", id: Some(id.0), path: directory.user(id).map(|u| u.username.to_string()) }
         }
         Boundary::Instance => BoundaryResponse { kind: "instance", id: None, path: None },
-    });
+    }
+}
+
+fn response(state: &AppState, judged: &Judged) -> DecideResponse {
+    let engine = state.engine();
+    let decision = &judged.decision;
+    let directory = &engine.index.directory;
+    let boundary = decision.boundary.map(|boundary| boundary_response(directory, boundary));
     let missing = decision.reason().and_then(|reason| reason.missing_permission());
     let shown = missing.or(judged.permission);
     let (allowed, status, reason, message) = match decision.outcome {

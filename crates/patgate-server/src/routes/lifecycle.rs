@@ -1,10 +1,6 @@
 //! Leak reports, token lookup by value, the audit log and the webhook outbox.
 
-use axum::{
-    Json,
-    extract::{Query, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use patgate_core::{BoundaryRef, Timestamp, TokenId, UserId, UserLocator};
 use patgate_store::{Actor, Audit, AuditFilter, DeliveryFilter, Store};
 use serde::{Deserialize, Serialize};
@@ -13,8 +9,8 @@ use serde_json::{Value, json};
 use crate::{
     auth::{Caller, Credentials, authorize},
     error::ApiError,
-    extract::RawBody,
-    routes::tokens::{TokenResponse, admin_permission, own_permission, token_response},
+    extract::{Params, RawBody},
+    routes::tokens::{TokenResponse, admin_permission, own_permission, token_response, uses_in_window},
     state::{AppState, Shared},
 };
 
@@ -147,7 +143,8 @@ pub async fn token_lookup(
         .user(row.owner)
         .token(row.id);
     state.store.record_audit(&[audit]).await?;
-    Ok(Json(token_response(&state, &row, None, now)))
+    let uses = uses_in_window(&state, row.id, now).await?;
+    Ok(Json(token_response(&state, &row, None, now, &uses)))
 }
 
 /// `GET /api/v1/audit_events` query.
@@ -176,7 +173,7 @@ pub struct AuditPage {
     pub next_before_id: Option<i64>,
 }
 
-fn instant(field: &str, text: &str) -> Result<Timestamp, ApiError> {
+pub(crate) fn instant(field: &str, text: &str) -> Result<Timestamp, ApiError> {
     Timestamp::parse_date(text)
         .or_else(|| text.parse::<i64>().ok().map(Timestamp))
         .ok_or_else(|| ApiError::invalid(format!("`{field}`: `{text}` is not a date (YYYY-MM-DD) or Unix seconds")))
@@ -187,7 +184,7 @@ fn instant(field: &str, text: &str) -> Result<Timestamp, ApiError> {
 pub async fn audit_events(
     State(state): State<AppState>,
     headers: Credentials,
-    Query(query): Query<AuditQuery>,
+    Params(query): Params<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let caller = audit_reader(&state, &headers)?;
     let limit = query.limit.unwrap_or(100);
@@ -278,7 +275,7 @@ pub struct DeliveryQuery {
 pub async fn webhook_deliveries(
     State(state): State<AppState>,
     headers: Credentials,
-    Query(query): Query<DeliveryQuery>,
+    Params(query): Params<DeliveryQuery>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let permission = admin_permission(&state, "admin_setting:read")?;
     authorize(&state, &headers, &permission, BoundaryRef::Instance, false, true)?;

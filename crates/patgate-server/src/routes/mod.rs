@@ -4,4 +4,5 @@ pub mod admin;
 pub mod decision;
 pub mod health;
 pub mod lifecycle;
+pub mod suggestion;
 pub mod tokens;

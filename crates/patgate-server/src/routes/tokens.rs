@@ -4,23 +4,25 @@ use std::collections::BTreeMap;
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::StatusCode,
 };
 use patgate_core::{
-    Authority, BoundaryRef, Reach, Timestamp, TokenId, TokenKind, UserId, UserLocator,
+    Authority, BoundaryRef, Engine, Grant, Reach, Timestamp, TokenId, TokenKind, UserId, UserLocator,
     validate::{
         AuthoritySpec, GrantSpec, LifetimePolicy, NewTokenSpec, ValidationError, validate_group_caps,
         validate_new_token,
     },
 };
-use patgate_store::{Actor, Audit, NewToken, Store, TokenRow};
+use patgate_store::{Actor, Audit, NewToken, PermissionUse, Store, TokenRow};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::{Caller, Credentials, authorize, authorize_with, presented_token},
     error::ApiError,
-    extract::RawBody,
+    extract::{Params, RawBody},
+    insight::{Blocked, insight},
+    routes::lifecycle::instant,
     state::{AppState, Shared},
 };
 
@@ -78,6 +80,12 @@ pub struct TokenResponse {
     /// `legacy_disabled`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked_reason: Option<&'static str>,
+    /// What a review should look at: `broad_legacy_scope`, `write_everywhere`,
+    /// `unused_permissions`, `never_used`, `expiring_soon`, `exceeds_policy`.
+    pub flags: Vec<&'static str>,
+    /// Granted permissions not used within the usage window (for a token used at all).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unused_permissions: Vec<String>,
     /// The last client addresses it was used from, newest first.
     pub last_ips: Vec<String>,
     pub last_used_at: Option<String>,
@@ -90,77 +98,53 @@ fn date(stamp: Timestamp) -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
-/// Renders a stored token for the API, naming projects and groups by path.
-pub fn token_response(shared: &Shared, row: &TokenRow, secret: Option<String>, now: Timestamp) -> TokenResponse {
+/// A grant as clients write it, naming projects and groups by path.
+pub(crate) fn grant_body(engine: &Engine, grant: &Grant) -> GrantBody {
+    let directory = &engine.index.directory;
+    let (projects, groups) = match &grant.reach {
+        Reach::Selected { projects, groups } => (
+            projects
+                .iter()
+                .map(|id| directory.project(*id).map_or_else(|| id.to_string(), |p| p.full_path.to_string()))
+                .collect(),
+            groups
+                .iter()
+                .map(|id| directory.group(*id).map_or_else(|| id.to_string(), |g| g.full_path.to_string()))
+                .collect(),
+        ),
+        _ => (Vec::new(), Vec::new()),
+    };
+    GrantBody {
+        reach: grant.reach.kind().name().to_owned(),
+        projects,
+        groups,
+        permissions: grant
+            .permissions
+            .entries()
+            .map(|(resource, actions)| {
+                (engine.resources.name(resource).to_owned(), actions.iter().map(|a| a.name().to_owned()).collect())
+            })
+            .collect(),
+    }
+}
+
+/// Renders a stored token for the API, naming projects and groups by path, with its flags
+/// from `uses` (its permission uses within the usage window).
+pub fn token_response(
+    shared: &Shared,
+    row: &TokenRow,
+    secret: Option<String>,
+    now: Timestamp,
+    uses: &[PermissionUse],
+) -> TokenResponse {
     let engine = shared.engine();
     let directory = &engine.index.directory;
     let (scopes, grants) = match &row.authority {
         Authority::Legacy(scopes) => (Some(scopes.iter().map(|s| s.name()).collect()), None),
-        Authority::FineGrained(grants) => (
-            None,
-            Some(
-                grants
-                    .iter()
-                    .map(|grant| {
-                        let (projects, groups) = match &grant.reach {
-                            Reach::Selected { projects, groups } => (
-                                projects
-                                    .iter()
-                                    .map(|id| {
-                                        directory
-                                            .project(*id)
-                                            .map_or_else(|| id.to_string(), |p| p.full_path.to_string())
-                                    })
-                                    .collect(),
-                                groups
-                                    .iter()
-                                    .map(|id| {
-                                        directory.group(*id).map_or_else(|| id.to_string(), |g| g.full_path.to_string())
-                                    })
-                                    .collect(),
-                            ),
-                            _ => (Vec::new(), Vec::new()),
-                        };
-                        GrantBody {
-                            reach: grant.reach.kind().name().to_owned(),
-                            projects,
-                            groups,
-                            permissions: grant
-                                .permissions
-                                .entries()
-                                .map(|(resource, actions)| {
-                                    (
-                                        engine.resources.name(resource).to_owned(),
-                                        actions.iter().map(|a| a.name().to_owned()).collect(),
-                                    )
-                                })
-                                .collect(),
-                        }
-                    })
-                    .collect(),
-            ),
-        ),
+        Authority::FineGrained(grants) => (None, Some(grants.iter().map(|grant| grant_body(&engine, grant)).collect())),
     };
-    let record = row.record();
     let owner_active = directory.user(row.owner).is_some_and(|user| user.is_active());
-    let blocked_reason = if !owner_active {
-        Some("owner_blocked")
-    } else if engine.policy.token_excess(&record).is_some() {
-        Some("lifetime_policy")
-    } else if engine.policy.legacy_disabled(&record, now) {
-        Some("legacy_disabled")
-    } else {
-        None
-    };
-    let state = if row.is_revoked(now) {
-        "revoked"
-    } else if row.expires_at.is_some_and(|expires| now >= expires) {
-        "expired"
-    } else if blocked_reason.is_some() {
-        "blocked"
-    } else {
-        "active"
-    };
+    let insight = insight(row, owner_active, &engine.policy, uses, now);
     TokenResponse {
         id: row.id.0,
         name: row.name.clone(),
@@ -176,8 +160,10 @@ pub fn token_response(shared: &Shared, row: &TokenRow, secret: Option<String>, n
         expires_at: row.expires_at.map(date),
         revoked_at: row.revoked_at.map(|t| t.to_string()),
         revoke_reason: row.revoke_reason.clone(),
-        state,
-        blocked_reason: if state == "blocked" { blocked_reason } else { None },
+        state: insight.state.name(),
+        blocked_reason: insight.blocked.map(Blocked::name),
+        flags: insight.flags.iter().map(|flag| flag.name()).collect(),
+        unused_permissions: insight.unused.iter().map(|p| engine.resources.permission_name(*p)).collect(),
         last_ips: row.last_ips.iter().map(ToString::to_string).collect(),
         last_used_at: row.last_used_at.map(|t| t.to_string()),
         family_id: row.family.0,
@@ -288,7 +274,7 @@ async fn mint(
     let (id, _) = shared.store.create_token(&new, audit).await?;
     shared.catch_up().await?;
     let row = shared.store.token(id).await?.ok_or_else(|| ApiError::Internal("created token vanished".into()))?;
-    Ok(token_response(shared, &row, Some(plain.expose_secret().to_owned()), now))
+    Ok(token_response(shared, &row, Some(plain.expose_secret().to_owned()), now, &[]))
 }
 
 /// `POST /api/v1/user/personal_access_tokens`: a token for the caller.
@@ -326,17 +312,180 @@ pub async fn create_for_user(
     Ok((StatusCode::CREATED, Json(response)))
 }
 
-/// `GET /api/v1/personal_access_tokens?user=`: the caller's tokens; an admin may name a user.
-#[derive(Debug, Deserialize)]
+/// `GET /api/v1/personal_access_tokens` (and `GET /api/v1/admin/credentials`): the tokens
+/// table. Lists may be comma-separated; every filter given must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// A username (administrators), or `*` for every user.
     pub user: Option<String>,
+    /// `active`, `expired`, `revoked`, `blocked`.
+    pub state: Option<String>,
+    /// `legacy` or `fine_grained`.
+    pub kind: Option<String>,
+    /// Flags the token must all carry.
+    pub flag: Option<String>,
+    /// Expiring before / at or after this date (`YYYY-MM-DD`) or Unix second.
+    pub expires_before: Option<String>,
+    pub expires_after: Option<String>,
+    /// Last used before / at or after this date or second (never-used tokens match neither).
+    pub used_before: Option<String>,
+    pub used_after: Option<String>,
+    /// Part of the name, any case.
+    pub search: Option<String>,
+    /// `id`, `name`, `created_at`, `expires_at` or `last_used_at`; `-` first for descending.
+    pub sort: Option<String>,
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
 }
 
+/// Tokens per page unless `per_page` says otherwise, and the most it may say.
+pub const DEFAULT_PER_PAGE: u32 = 100;
+pub const LARGEST_PER_PAGE: u32 = 1000;
+
+/// The tokens table: one page, with GitLab's paging headers (`X-Total`, `X-Total-Pages`,
+/// `X-Page`, `X-Per-Page`, `X-Next-Page`).
+#[derive(Debug)]
+pub struct TokenPage {
+    pub tokens: Vec<TokenResponse>,
+    pub total: usize,
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl axum::response::IntoResponse for TokenPage {
+    fn into_response(self) -> axum::response::Response {
+        let pages = self.total.div_ceil(self.per_page as usize).max(1);
+        let mut headers = axum::http::HeaderMap::new();
+        let mut set = |name: &'static str, value: String| {
+            if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        };
+        set("x-total", self.total.to_string());
+        set("x-total-pages", pages.to_string());
+        set("x-page", self.page.to_string());
+        set("x-per-page", self.per_page.to_string());
+        let next = (self.page as usize) < pages;
+        set("x-next-page", if next { (self.page + 1).to_string() } else { String::new() });
+        (headers, Json(self.tokens)).into_response()
+    }
+}
+
+fn list_of<T: std::str::FromStr>(field: &str, text: Option<&str>, known: &[&str]) -> Result<Vec<T>, ApiError> {
+    let Some(text) = text else { return Ok(Vec::new()) };
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<T>()
+                .map_err(|_| ApiError::invalid(format!("`{field}`: `{item}` is not one of {}", known.join(", "))))
+        })
+        .collect()
+}
+
+/// The permission uses of `token` within the usage window ending at `now`.
+pub(crate) async fn uses_in_window(
+    state: &Shared,
+    token: TokenId,
+    now: Timestamp,
+) -> Result<Vec<PermissionUse>, ApiError> {
+    let since = window_start(state, now);
+    Ok(state.store.permission_uses(None, Some(token), since).await?.into_iter().map(|(_, each)| each).collect())
+}
+
+pub(crate) fn window_start(state: &Shared, now: Timestamp) -> Timestamp {
+    Timestamp(now.0 - i64::from(state.settings().usage_window_days) * patgate_core::time::DAY)
+}
+
+/// Lists, filters, sorts and pages the tokens of `owner` (every user's when `None`).
+async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Result<TokenPage, ApiError> {
+    use crate::insight::{Flag, State};
+    let states: Vec<State> = list_of("state", query.state.as_deref(), &State::ALL.map(State::name))?;
+    let flags: Vec<Flag> = list_of("flag", query.flag.as_deref(), &Flag::ALL.map(Flag::name))?;
+    let kind = match query.kind.as_deref() {
+        None | Some("") => None,
+        Some("legacy") => Some(TokenKind::Legacy),
+        Some("fine_grained") => Some(TokenKind::FineGrained),
+        Some(other) => return Err(ApiError::invalid(format!("`kind`: `{other}` is not legacy or fine_grained"))),
+    };
+    let bound = |field: &str, value: &Option<String>| value.as_deref().map(|text| instant(field, text)).transpose();
+    let (expires_before, expires_after) =
+        (bound("expires_before", &query.expires_before)?, bound("expires_after", &query.expires_after)?);
+    let (used_before, used_after) =
+        (bound("used_before", &query.used_before)?, bound("used_after", &query.used_after)?);
+    let (sort, descending) = match query.sort.as_deref().unwrap_or("id") {
+        text if text.starts_with('-') => (&text[1..], true),
+        text => (text, false),
+    };
+    if !["id", "name", "created_at", "expires_at", "last_used_at"].contains(&sort) {
+        return Err(ApiError::invalid(format!(
+            "`sort`: `{sort}` is not id, name, created_at, expires_at or last_used_at (`-` first for descending)"
+        )));
+    }
+    let per_page = query.per_page.unwrap_or(DEFAULT_PER_PAGE);
+    if per_page == 0 || per_page > LARGEST_PER_PAGE {
+        return Err(ApiError::invalid(format!("`per_page` must be 1 to {LARGEST_PER_PAGE}")));
+    }
+    let page = query.page.unwrap_or(1);
+    if page == 0 {
+        return Err(ApiError::invalid("`page` starts at 1"));
+    }
+    let search = query.search.as_deref().map(str::to_lowercase).filter(|text| !text.is_empty());
+
+    let now = state.clock.now();
+    let rows = state.store.tokens(owner).await?;
+    let mut uses: std::collections::HashMap<TokenId, Vec<PermissionUse>> = std::collections::HashMap::new();
+    for (token, each) in state.store.permission_uses(owner, None, window_start(state, now)).await? {
+        uses.entry(token).or_default().push(each);
+    }
+    let within = |value: Option<Timestamp>, before: Option<Timestamp>, after: Option<Timestamp>| {
+        (before.is_none() && after.is_none())
+            || value.is_some_and(|v| before.is_none_or(|b| v < b) && after.is_none_or(|a| v >= a))
+    };
+    let mut selected: Vec<(&TokenRow, TokenResponse)> = rows
+        .iter()
+        .filter(|row| kind.is_none_or(|kind| row.kind == kind))
+        .filter(|row| within(row.expires_at, expires_before, expires_after))
+        .filter(|row| within(row.last_used_at, used_before, used_after))
+        .filter(|row| search.as_ref().is_none_or(|text| row.name.to_lowercase().contains(text)))
+        .map(|row| (row, token_response(state, row, None, now, uses.get(&row.id).map_or(&[], Vec::as_slice))))
+        .filter(|(_, shown)| states.is_empty() || states.iter().any(|state| state.name() == shown.state))
+        .filter(|(_, shown)| flags.iter().all(|flag| shown.flags.contains(&flag.name())))
+        .collect();
+    selected.sort_by(|(a, _), (b, _)| {
+        let order = match sort {
+            "name" => a.name.cmp(&b.name),
+            "created_at" => a.created_at.cmp(&b.created_at),
+            // Never expiring and never used sort last going up.
+            "expires_at" => {
+                a.expires_at.unwrap_or(Timestamp(i64::MAX)).cmp(&b.expires_at.unwrap_or(Timestamp(i64::MAX)))
+            }
+            "last_used_at" => {
+                a.last_used_at.unwrap_or(Timestamp(i64::MIN)).cmp(&b.last_used_at.unwrap_or(Timestamp(i64::MIN)))
+            }
+            _ => std::cmp::Ordering::Equal,
+        }
+        .then(a.id.cmp(&b.id));
+        if descending { order.reverse() } else { order }
+    });
+    let total = selected.len();
+    let tokens = selected
+        .into_iter()
+        .skip((page as usize - 1).saturating_mul(per_page as usize))
+        .take(per_page as usize)
+        .map(|(_, shown)| shown)
+        .collect();
+    Ok(TokenPage { tokens, total, page, per_page })
+}
+
+/// `GET /api/v1/personal_access_tokens`: the caller's tokens table; an administrator may
+/// add `?user=NAME` (or `*` for everyone).
 pub async fn list(
     State(state): State<AppState>,
     headers: Credentials,
-    Query(query): Query<ListQuery>,
-) -> Result<Json<Vec<TokenResponse>>, ApiError> {
+    Params(query): Params<ListQuery>,
+) -> Result<TokenPage, ApiError> {
     let permission = own_permission(&state, "read")?;
     let caller = authorize(&state, &headers, &permission, BoundaryRef::User(UserLocator::Caller), false, true)?;
     let owner = match query.user.as_deref() {
@@ -344,28 +493,39 @@ pub async fn list(
         Some(username) => {
             let permission = admin_permission(&state, "admin_user:read")?;
             authorize(&state, &headers, &permission, BoundaryRef::Instance, false, true)?;
-            if username == "*" {
-                None
-            } else {
-                Some(
-                    state
-                        .engine()
-                        .index
-                        .directory
-                        .user_by_name(username)
-                        .map(|user| user.id)
-                        .ok_or_else(|| ApiError::NotFound(format!("user `{username}` does not exist")))?,
-                )
-            }
+            user_filter(&state, username)?
         }
     };
-    let now = state.clock.now();
-    let rows = state.store.tokens(owner).await?;
-    Ok(Json(rows.iter().map(|row| token_response(&state, row, None, now)).collect()))
+    table(&state, owner, &query).await
+}
+
+/// `GET /api/v1/admin/credentials`: the credentials inventory, every user's tokens (or
+/// `?user=NAME`'s), with the same filters (administrators).
+pub async fn inventory(
+    State(state): State<AppState>,
+    headers: Credentials,
+    Params(query): Params<ListQuery>,
+) -> Result<TokenPage, ApiError> {
+    let permission = admin_permission(&state, "admin_user:read")?;
+    authorize(&state, &headers, &permission, BoundaryRef::Instance, false, true)?;
+    let owner = match query.user.as_deref() {
+        None => None,
+        Some(username) => user_filter(&state, username)?,
+    };
+    table(&state, owner, &query).await
+}
+
+fn user_filter(state: &Shared, username: &str) -> Result<Option<UserId>, ApiError> {
+    if username == "*" {
+        return Ok(None);
+    }
+    let engine = state.engine();
+    let user = engine.index.directory.user_by_name(username);
+    Ok(Some(user.map(|user| user.id).ok_or_else(|| ApiError::NotFound(format!("user `{username}` does not exist")))?))
 }
 
 /// Loads a token the caller may act on: their own, or any for an admin.
-async fn owned(
+pub(crate) async fn owned(
     state: &Shared,
     caller: &Caller,
     id: TokenId,
@@ -382,7 +542,7 @@ async fn owned(
     Ok(row)
 }
 
-fn parse_id(text: &str) -> Result<TokenId, ApiError> {
+pub(crate) fn parse_id(text: &str) -> Result<TokenId, ApiError> {
     text.parse::<u64>().map(TokenId).map_err(|_| ApiError::NotFound(format!("token `{text}` does not exist")))
 }
 
@@ -395,7 +555,9 @@ pub async fn show(
     let permission = own_permission(&state, "read")?;
     let caller = authorize(&state, &headers, &permission, BoundaryRef::User(UserLocator::Caller), false, true)?;
     let row = owned(&state, &caller, parse_id(&id)?, &headers, "admin_user:read").await?;
-    Ok(Json(token_response(&state, &row, None, state.clock.now())))
+    let now = state.clock.now();
+    let uses = uses_in_window(&state, row.id, now).await?;
+    Ok(Json(token_response(&state, &row, None, now, &uses)))
 }
 
 /// `GET /api/v1/personal_access_tokens/self`: the presenting token (open to any valid token).
@@ -403,7 +565,9 @@ pub async fn show_self(State(state): State<AppState>, headers: Credentials) -> R
     let caller = authorize_any(&state, &headers)?;
     let row =
         state.store.token(caller.token.id).await?.ok_or_else(|| ApiError::NotFound("token does not exist".into()))?;
-    Ok(Json(token_response(&state, &row, None, state.clock.now())))
+    let now = state.clock.now();
+    let uses = uses_in_window(&state, row.id, now).await?;
+    Ok(Json(token_response(&state, &row, None, now, &uses)))
 }
 
 fn authorize_any(state: &Shared, headers: &Credentials) -> Result<Caller, ApiError> {
@@ -441,7 +605,29 @@ pub async fn revoke(
 
 /// Rotation: a new secret with the same name and grants and a fresh expiry; the old one
 /// is revoked.
-async fn rotate_token(state: &Shared, caller: &Caller, row: TokenRow) -> Result<TokenResponse, ApiError> {
+/// What a rotation puts into the new token, and how the audit log names it.
+#[derive(Debug)]
+pub(crate) struct Replacement {
+    pub authority: Authority,
+    /// `token_rotated`, or `token_narrowed` for a replacement by narrower grants.
+    pub event: &'static str,
+    pub details: serde_json::Value,
+}
+
+impl Replacement {
+    /// A plain rotation: the same scopes or grants.
+    fn same(row: &TokenRow) -> Replacement {
+        Replacement { authority: row.authority.clone(), event: "token_rotated", details: serde_json::json!({}) }
+    }
+}
+
+/// Rotates `row` into a new token with `into`'s authority, a fresh secret and expiry.
+pub(crate) async fn rotate_token(
+    state: &Shared,
+    caller: &Caller,
+    row: TokenRow,
+    into: Replacement,
+) -> Result<TokenResponse, ApiError> {
     if row.revoked_at.is_some() {
         return Err(ApiError::Conflict(format!("token {} is revoked and cannot be rotated", row.id)));
     }
@@ -478,14 +664,15 @@ async fn rotate_token(state: &Shared, caller: &Caller, row: TokenRow) -> Result<
         let directory = &engine.index.directory;
         if let Some(owner) = directory.user(row.owner)
             && let Err(ValidationError::ExpiryBeyondGroupPolicy { max_days, .. }) =
-                validate_group_caps(directory, owner, &row.authority, &engine.policy.group_caps, expires_at, now)
+                validate_group_caps(directory, owner, &into.authority, &engine.policy.group_caps, expires_at, now)
         {
             expires_at = Some(today.plus_days(i64::from(max_days)));
         }
     }
     let (plain, digest) = {
         let engine = state.engine();
-        let plain = engine.format.generate(row.kind).map_err(|error| ApiError::Internal(error.to_string()))?;
+        let kind = into.authority.kind();
+        let plain = engine.format.generate(kind).map_err(|error| ApiError::Internal(error.to_string()))?;
         let digest = engine.key.digest_plain(&plain);
         (plain, digest)
     };
@@ -495,17 +682,17 @@ async fn rotate_token(state: &Shared, caller: &Caller, row: TokenRow) -> Result<
         description: row.description.clone(),
         digest,
         display_prefix: plain.display_prefix(),
-        authority: row.authority.clone(),
+        authority: into.authority,
         allowed_ips: row.allowed_ips.clone(),
         created_at: now,
         expires_at,
     };
-    let audit = Audit::new("token_rotated", Actor { user: Some(caller.user), token: Some(caller.token.id) }, now);
+    let actor = Actor { user: Some(caller.user), token: Some(caller.token.id) };
+    let audit = Audit::new(into.event, actor, now).details(into.details);
     let (id, _) = state.store.rotate_token(row.id, &new, settings.rotation_grace_seconds, audit).await?;
     state.catch_up().await?;
     let row = state.store.token(id).await?.ok_or_else(|| ApiError::Internal("rotated token vanished".into()))?;
-    let _kind: TokenKind = row.kind;
-    Ok(token_response(state, &row, Some(plain.expose_secret().to_owned()), now))
+    Ok(token_response(state, &row, Some(plain.expose_secret().to_owned()), now, &[]))
 }
 
 /// Reuse detection: a token that was already rotated, presented to a rotate endpoint, means
@@ -552,7 +739,8 @@ pub async fn rotate(
     let permission = own_permission(&state, "update")?;
     let caller = authorize(&state, &headers, &permission, BoundaryRef::User(UserLocator::Caller), false, false)?;
     let row = owned(&state, &caller, parse_id(&id)?, &headers, "admin_user:update").await?;
-    Ok(Json(rotate_token(&state, &caller, row).await?))
+    let into = Replacement::same(&row);
+    Ok(Json(rotate_token(&state, &caller, row, into).await?))
 }
 
 /// `POST /api/v1/personal_access_tokens/self/rotate`.
@@ -564,5 +752,6 @@ pub async fn rotate_self(State(state): State<AppState>, headers: Credentials) ->
         authorize_with(&state, &headers, &permission, BoundaryRef::User(UserLocator::Caller), true, false, true)?;
     let row =
         state.store.token(caller.token.id).await?.ok_or_else(|| ApiError::NotFound("token does not exist".into()))?;
-    Ok(Json(rotate_token(&state, &caller, row).await?))
+    let into = Replacement::same(&row);
+    Ok(Json(rotate_token(&state, &caller, row, into).await?))
 }

@@ -10,4 +10,5 @@ mod forward_auth;
 mod health;
 mod lifecycle;
 mod support;
+mod table;
 mod tokens;

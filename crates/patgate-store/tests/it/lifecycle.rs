@@ -4,12 +4,12 @@
 use std::net::IpAddr;
 
 use patgate_core::{
-    Authority, DigestKey, LegacyScope, ScopeSet, Timestamp, TokenFormat, TokenId, TokenKind, UserId, UserState,
-    time::DAY,
+    Authority, Boundary, DigestKey, GroupId, LegacyScope, ProjectId, ScopeSet, Timestamp, TokenFormat, TokenId,
+    TokenKind, UserId, UserState, time::DAY,
 };
 use patgate_store::{
     Actor, Audit, AuditEvent, AuditFilter, Change, Delivery, DeliveryAttempt, DeliveryFilter, LIFECYCLE_EVENTS,
-    NewToken, SqlStore, Store, StoreError, TokenUse, WebhookTarget,
+    NewToken, PermissionUse, SqlStore, Store, StoreError, TokenUse, WebhookTarget,
 };
 
 use crate::support::{connect, connect_with_webhooks, databases};
@@ -329,6 +329,7 @@ async fn usage_moves_last_use_forward_and_reports_each_new_address_once() {
             owner,
             last_used_at: when,
             ips: ips.iter().map(|text| ip(text)).collect(),
+            permissions: Vec::new(),
         };
 
         assert_eq!(store.record_usage(&[]).await.unwrap(), [], "{url}");
@@ -391,6 +392,84 @@ async fn usage_moves_last_use_forward_and_reports_each_new_address_once() {
         let listed = store.tokens(Some(bob)).await.unwrap();
         assert_eq!(listed.iter().find(|row| row.id == other).unwrap().last_ips, expected, "{url}");
         assert_eq!(events(&store, "token_used_from_new_ip").await.len(), 9, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn permission_uses_add_up_per_permission_and_boundary() {
+    for database in databases().await {
+        let store = connect(&database).await.unwrap();
+        let url = database.url.as_str();
+        let resources = crate::support::resources();
+        let permission = |text: &str| resources.permission(text).unwrap();
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        let token = create(&store, &new_token(alice)).await;
+        let other = create(&store, &new_token(bob)).await;
+        let one = |name: &str, boundary: Boundary, uses: u64, first: i64, last: i64| PermissionUse {
+            permission: permission(name),
+            boundary,
+            uses,
+            first_used: at(first),
+            last_used: at(last),
+        };
+        let used = |token: TokenId, owner: UserId, permissions: Vec<PermissionUse>| TokenUse {
+            token,
+            owner,
+            last_used_at: permissions.iter().map(|p| p.last_used).max().unwrap(),
+            ips: Vec::new(),
+            permissions,
+        };
+        let project = Boundary::Project(ProjectId(7));
+        store
+            .record_usage(&[
+                used(
+                    token,
+                    alice,
+                    vec![one("issue:read", project, 3, 10, 20), one("issue:create", project, 1, 15, 15)],
+                ),
+                used(other, bob, vec![one("issue:read", Boundary::Group(GroupId(7)), 2, 10, 30)]),
+            ])
+            .await
+            .unwrap();
+        // A later flush adds to the counts; an earlier first use (a slow replica) moves the
+        // first use back, never the last use.
+        store
+            .record_usage(&[used(
+                token,
+                alice,
+                vec![
+                    one("issue:read", project, 2, 5, 18),
+                    one("issue:read", Boundary::User(alice), 1, 40, 40),
+                    one("admin_setting:read", Boundary::Instance, 1, 50, 50),
+                ],
+            )])
+            .await
+            .unwrap();
+
+        let mine = store.permission_uses(None, Some(token), at(0)).await.unwrap();
+        let mut expected = vec![
+            (token, one("admin_setting:read", Boundary::Instance, 1, 50, 50)),
+            (token, one("issue:create", project, 1, 15, 15)),
+            (token, one("issue:read", project, 5, 5, 20)),
+            (token, one("issue:read", Boundary::User(alice), 1, 40, 40)),
+        ];
+        let key = |(_, each): &(TokenId, PermissionUse)| (resources.permission_name(each.permission), each.last_used);
+        let mut sorted = mine.clone();
+        sorted.sort_by_key(key);
+        expected.sort_by_key(key);
+        assert_eq!(sorted, expected, "{url}");
+        // `since` compares with the last use, at the second.
+        let recent = store.permission_uses(None, Some(token), at(20)).await.unwrap();
+        assert_eq!(recent.len(), 3, "{url}: issue:create (15) is older: {recent:?}");
+        assert!(recent.iter().all(|(_, each)| each.last_used >= at(20)), "{url}");
+        // By owner, and across every token.
+        let bobs = store.permission_uses(Some(bob), None, at(0)).await.unwrap();
+        assert_eq!(bobs, [(other, one("issue:read", Boundary::Group(GroupId(7)), 2, 10, 30))], "{url}");
+        assert_eq!(store.permission_uses(Some(alice), None, at(0)).await.unwrap().len(), 4, "{url}");
+        let all = store.permission_uses(None, None, at(0)).await.unwrap();
+        assert_eq!(all.len(), 5, "{url}");
+        assert!(all.windows(2).all(|pair| pair[0].0 <= pair[1].0), "{url}: ordered by token");
     }
 }
 
@@ -546,6 +625,7 @@ async fn inactive_tokens_count_from_last_use_or_else_creation() {
                 owner: alice,
                 last_used_at: T0.plus_days(10),
                 ips: vec![ip("10.1.1.1")],
+                permissions: Vec::new(),
             }])
             .await
             .unwrap();
@@ -674,7 +754,13 @@ async fn audit_events_become_deliveries_for_the_targets_that_want_them() {
         // A lifecycle event only the default target wants, from a usage flush.
         let third = create(&store, &new_token(alice)).await;
         store
-            .record_usage(&[TokenUse { token: third, owner: alice, last_used_at: at(30), ips: vec![ip("192.0.2.7")] }])
+            .record_usage(&[TokenUse {
+                token: third,
+                owner: alice,
+                last_used_at: at(30),
+                ips: vec![ip("192.0.2.7")],
+                permissions: Vec::new(),
+            }])
             .await
             .unwrap();
         let all = deliveries(&store, false).await;
