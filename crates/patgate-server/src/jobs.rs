@@ -17,6 +17,8 @@ use crate::state::Shared;
 /// How often each job runs.
 #[derive(Clone, Copy, Debug)]
 pub struct Intervals {
+    /// Folding the decision threads' usage events into the per-token aggregate.
+    pub usage_compact: Duration,
     pub usage_flush: Duration,
     pub deliveries: Duration,
     pub expiry_notices: Duration,
@@ -28,6 +30,7 @@ pub struct Intervals {
 impl Default for Intervals {
     fn default() -> Intervals {
         Intervals {
+            usage_compact: Duration::from_millis(100),
             usage_flush: Duration::from_secs(5),
             deliveries: Duration::from_secs(1),
             expiry_notices: Duration::from_secs(60),
@@ -180,6 +183,17 @@ pub fn spawn(shared: crate::state::AppState) {
                 }
             });
         }};
+    }
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut timer = tokio::time::interval(intervals.usage_compact);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                timer.tick().await;
+                shared.usage.compact();
+            }
+        });
     }
     every!(intervals.usage_flush, "usage_flush", flush_usage);
     every!(intervals.deliveries, "webhook_deliveries", deliver_webhooks);

@@ -1,36 +1,171 @@
-//! Token use, recorded off the decision path: an allowed decision adds to an in-memory
-//! aggregate (one short lock on one of several shards), and a background flush writes the
-//! aggregate to the store in one transaction every few seconds and at shutdown.
+//! Token use, recorded off the decision path. An allowed decision appends one small event to
+//! its thread's stripe (a lock no other decision thread takes, and a sequential write: no
+//! hash lookup, no cache miss); a background task folds the stripes into the per-token
+//! aggregate every 100 ms ([`Usage::compact`]), and the flush writes the aggregate to the
+//! store in one transaction every few seconds and at shutdown ([`Usage::take`]).
 //!
-//! Per token it keeps the last use, the last distinct client addresses and, per permission
-//! and boundary, how often and first and last when it was used.
+//! Per token the aggregate keeps the last use, the last distinct client addresses and, per
+//! permission and boundary, how often and first and last when it was used. Its entry keeps
+//! the addresses and the first permission uses inline, and token ids hash with one
+//! multiplication.
 
 use std::{
+    cell::Cell,
     collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
     net::IpAddr,
-    sync::{Mutex, PoisonError},
+    sync::{
+        Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use patgate_core::{Boundary, Permission, Timestamp, TokenId, UserId};
 use patgate_store::{PermissionUse, TokenUse};
 
-/// Shards: decisions for different tokens rarely wait on one another.
-const SHARDS: usize = 16;
+/// Stripes: each thread appends to one, so decision threads do not wait on one another.
+const STRIPES: usize = 32;
+/// A stripe holding this many events is folded by the thread that fills it (a safety valve
+/// for when the background compaction falls behind; it keeps memory bounded).
+const FOLD_AT: usize = 1 << 16;
 /// Distinct addresses kept per token between flushes.
 const IPS_PER_FLUSH: usize = 5;
+/// Permission uses kept inline per token before the rest go to the heap: a CI token
+/// typically uses one or two.
+const INLINE_PERMISSIONS: usize = 2;
+
+/// Hashes a token id (sequential numbers) with one multiplication by 2^64 / φ, whose high
+/// bits spread consecutive ids over the table.
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used for a `TokenId`; anything else is folded in, FNV-style.
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0 ^ value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type Shard = HashMap<TokenId, Pending, BuildHasherDefault<IdHasher>>;
 
 #[derive(Debug, Default)]
 struct Pending {
     owner: Option<UserId>,
     last_used_at: Timestamp,
-    ips: Vec<IpAddr>,
-    permissions: Vec<PermissionUse>,
+    /// The first `ip_count` are the distinct addresses with when each was last seen, oldest
+    /// first (events of several threads arrive out of order; the time puts them back).
+    ips: [Option<(IpAddr, Timestamp)>; IPS_PER_FLUSH],
+    ip_count: u8,
+    inline: [Option<PermissionUse>; INLINE_PERMISSIONS],
+    spilled: Vec<PermissionUse>,
+}
+
+impl Pending {
+    fn note_ip(&mut self, ip: IpAddr, at: Timestamp) {
+        let count = usize::from(self.ip_count);
+        let known = &mut self.ips[..count];
+        match known.iter_mut().flatten().find(|(each, _)| *each == ip) {
+            Some((_, seen)) => *seen = (*seen).max(at),
+            None if count < IPS_PER_FLUSH => {
+                self.ips[count] = Some((ip, at));
+                self.ip_count += 1;
+            }
+            // Full: it replaces the oldest, unless it is older still.
+            None => match known.first_mut() {
+                Some(oldest) if oldest.is_some_and(|(_, seen)| seen <= at) => *oldest = Some((ip, at)),
+                _ => return,
+            },
+        }
+        // Stable: addresses seen in the same second keep their arrival order.
+        self.ips[..usize::from(self.ip_count)].sort_by_key(|entry| entry.map(|(_, seen)| seen));
+    }
+
+    /// Adds `used` to the entry for its permission and boundary.
+    fn merge(&mut self, used: PermissionUse) {
+        let same = |known: &PermissionUse| known.permission == used.permission && known.boundary == used.boundary;
+        let found = self.inline.iter_mut().flatten().find(|known| same(known));
+        let found = match found {
+            Some(known) => Some(known),
+            None => self.spilled.iter_mut().find(|known| same(known)),
+        };
+        match found {
+            Some(known) => {
+                known.uses += used.uses;
+                known.first_used = known.first_used.min(used.first_used);
+                known.last_used = known.last_used.max(used.last_used);
+            }
+            None => match self.inline.iter_mut().find(|slot| slot.is_none()) {
+                Some(slot) => *slot = Some(used),
+                None => self.spilled.push(used),
+            },
+        }
+    }
+
+    fn into_use(self, token: TokenId) -> Option<TokenUse> {
+        Some(TokenUse {
+            token,
+            owner: self.owner?,
+            last_used_at: self.last_used_at,
+            ips: self.ips.into_iter().flatten().map(|(ip, _)| ip).collect(),
+            permissions: self.inline.into_iter().flatten().chain(self.spilled).collect(),
+        })
+    }
+}
+
+/// One allowed decision's use of one permission (or of none).
+#[derive(Clone, Copy, Debug)]
+struct Event {
+    token: TokenId,
+    owner: UserId,
+    at: Timestamp,
+    ip: Option<IpAddr>,
+    used: Option<(Permission, Boundary)>,
+}
+
+/// A stripe on a cache line pair of its own: threads appending to neighbouring stripes do
+/// not invalidate each other's lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(Mutex<Vec<Event>>);
+
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's stripe, assigned round robin on first use.
+    static STRIPE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+fn stripe_index() -> usize {
+    STRIPE.with(|cell| {
+        cell.get().unwrap_or_else(|| {
+            let index = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            cell.set(Some(index));
+            index
+        })
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The uses not flushed yet.
 #[derive(Debug, Default)]
 pub struct Usage {
-    shards: [Mutex<HashMap<TokenId, Pending>>; SHARDS],
+    stripes: [Stripe; STRIPES],
+    /// Only compaction, the flush and a restore take this lock; decisions never do (except
+    /// through the [`FOLD_AT`] safety valve).
+    aggregate: Mutex<Shard>,
 }
 
 impl Usage {
@@ -45,72 +180,155 @@ impl Usage {
         permissions: &[Permission],
         boundary: Option<Boundary>,
     ) {
-        let shard = &self.shards[(token.0 as usize) % SHARDS];
-        let mut pending = shard.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = pending.entry(token).or_default();
-        entry.owner = Some(owner);
-        entry.last_used_at = entry.last_used_at.max(now);
-        if let Some(boundary) = boundary {
-            for &permission in permissions {
-                let used = PermissionUse { permission, boundary, uses: 1, first_used: now, last_used: now };
-                merge(&mut entry.permissions, used);
+        let event = |used| Event { token, owner, at: now, ip, used };
+        let mut events = lock(&self.stripes[stripe_index()].0);
+        match (permissions, boundary) {
+            ([_, ..], Some(boundary)) => {
+                events.extend(permissions.iter().map(|permission| event(Some((*permission, boundary)))));
             }
+            _ => events.push(event(None)),
         }
-        if let Some(ip) = ip {
-            if let Some(position) = entry.ips.iter().position(|known| *known == ip) {
-                // Most recent last.
-                entry.ips.remove(position);
-            } else if entry.ips.len() == IPS_PER_FLUSH {
-                entry.ips.remove(0);
-            }
-            entry.ips.push(ip);
+        if events.len() >= FOLD_AT {
+            let full = std::mem::take(&mut *events);
+            drop(events);
+            self.fold(full);
         }
     }
 
-    /// Takes everything recorded so far (each shard's lock is held only to swap its map).
-    pub fn take(&self) -> Vec<TokenUse> {
-        let mut uses = Vec::new();
-        for shard in &self.shards {
-            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner));
-            uses.extend(taken.into_iter().filter_map(|(token, pending)| {
-                Some(TokenUse {
-                    token,
-                    owner: pending.owner?,
-                    last_used_at: pending.last_used_at,
-                    ips: pending.ips,
-                    permissions: pending.permissions,
-                })
-            }));
+    /// Folds events into the aggregate.
+    fn fold(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
         }
+        let mut aggregate = lock(&self.aggregate);
+        for event in events {
+            let entry = aggregate.entry(event.token).or_default();
+            entry.owner = Some(event.owner);
+            entry.last_used_at = entry.last_used_at.max(event.at);
+            if let Some((permission, boundary)) = event.used {
+                entry.merge(PermissionUse { permission, boundary, uses: 1, first_used: event.at, last_used: event.at });
+            }
+            if let Some(ip) = event.ip {
+                entry.note_ip(ip, event.at);
+            }
+        }
+    }
+
+    /// Folds every stripe into the aggregate (every 100 ms in `patgate serve`). Each
+    /// stripe's lock is held only to swap its buffer for an empty one of the same capacity.
+    pub fn compact(&self) {
+        for stripe in &self.stripes {
+            let mut events = lock(&stripe.0);
+            if events.is_empty() {
+                continue;
+            }
+            let fresh = Vec::with_capacity(events.capacity().min(FOLD_AT));
+            let full = std::mem::replace(&mut *events, fresh);
+            drop(events);
+            self.fold(full);
+        }
+    }
+
+    /// Takes everything recorded so far, per token.
+    pub fn take(&self) -> Vec<TokenUse> {
+        self.compact();
+        let taken = std::mem::take(&mut *lock(&self.aggregate));
+        let mut uses: Vec<TokenUse> =
+            taken.into_iter().filter_map(|(token, pending)| pending.into_use(token)).collect();
         uses.sort_by_key(|used| used.token);
         uses
     }
 
     /// Puts back uses whose flush failed, so a database outage loses nothing.
     pub fn restore(&self, uses: Vec<TokenUse>) {
+        self.compact();
+        let mut aggregate = lock(&self.aggregate);
         for used in uses {
-            for ip in used.ips.iter().copied().map(Some).chain(used.ips.is_empty().then_some(None)) {
-                self.record(used.token, used.owner, used.last_used_at, ip, &[], None);
+            let entry = aggregate.entry(used.token).or_default();
+            entry.owner = Some(used.owner);
+            entry.last_used_at = entry.last_used_at.max(used.last_used_at);
+            // The restored addresses are older than any recorded since, in their order.
+            let newer: Vec<(IpAddr, Timestamp)> = entry.ips.iter().flatten().copied().collect();
+            (entry.ips, entry.ip_count) = (Default::default(), 0);
+            let older = used.ips.into_iter().zip((i64::MIN..).map(Timestamp));
+            for (ip, at) in older.chain(newer) {
+                entry.note_ip(ip, at);
             }
-            let shard = &self.shards[(used.token.0 as usize) % SHARDS];
-            let mut pending = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            let entry = pending.entry(used.token).or_default();
             for restored in used.permissions {
-                merge(&mut entry.permissions, restored);
+                entry.merge(restored);
             }
         }
     }
 }
 
-/// Adds `used` to the entry for its permission and boundary (a token uses few distinct
-/// permissions between two flushes: a short scan).
-fn merge(permissions: &mut Vec<PermissionUse>, used: PermissionUse) {
-    match permissions.iter_mut().find(|known| known.permission == used.permission && known.boundary == used.boundary) {
-        Some(known) => {
-            known.uses += used.uses;
-            known.first_used = known.first_used.min(used.first_used);
-            known.last_used = known.last_used.max(used.last_used);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    #[test]
+    fn addresses_keep_the_five_most_recent_in_order_and_uses_add_up() {
+        let usage = Usage::default();
+        let resources = patgate_core::Resources::builtin().unwrap();
+        let read = resources.permission("issue:read").unwrap();
+        let create = resources.permission("issue:create").unwrap();
+        let update = resources.permission("issue:update").unwrap();
+        let (token, owner, project) = (TokenId(7), UserId(3), Boundary::Project(patgate_core::ProjectId(1)));
+        for (second, last) in [(1, 1), (2, 2), (3, 1), (4, 3), (5, 4), (6, 5), (7, 6), (8, 6)] {
+            usage.record(token, owner, Timestamp(second), Some(ip(last)), &[read], Some(project));
         }
-        None => permissions.push(used),
+        // Three distinct permissions: two inline, one spilled; and one at another boundary.
+        usage.record(token, owner, Timestamp(9), None, &[create, update], Some(project));
+        usage.record(token, owner, Timestamp(10), None, &[read], Some(Boundary::User(owner)));
+        usage.record(TokenId(8), owner, Timestamp(4), None, &[], None);
+        let taken = usage.take();
+        assert_eq!(taken.iter().map(|used| used.token).collect::<Vec<_>>(), [TokenId(7), TokenId(8)]);
+        let used = &taken[0];
+        assert_eq!((used.owner, used.last_used_at), (owner, Timestamp(10)));
+        // 2 fell out when the sixth address (6) came; 1 moved up when seen again at 3.
+        assert_eq!(used.ips, [ip(1), ip(3), ip(4), ip(5), ip(6)]);
+        let counted: Vec<(Permission, Boundary, u64, i64, i64)> = used
+            .permissions
+            .iter()
+            .map(|p| (p.permission, p.boundary, p.uses, p.first_used.0, p.last_used.0))
+            .collect();
+        assert_eq!(
+            counted,
+            [
+                (read, project, 8, 1, 8),
+                (create, project, 1, 9, 9),
+                (update, project, 1, 9, 9),
+                (read, Boundary::User(owner), 1, 10, 10)
+            ]
+        );
+        assert!(taken[1].permissions.is_empty() && taken[1].ips.is_empty());
+        assert!(usage.take().is_empty(), "taken once");
+
+        // A failed flush puts everything back, merged with what came meanwhile.
+        usage.record(token, owner, Timestamp(11), Some(ip(9)), &[read], Some(project));
+        usage.restore(taken);
+        let again = usage.take();
+        let used = &again[0];
+        assert_eq!(used.last_used_at, Timestamp(11));
+        assert_eq!(used.ips, [ip(3), ip(4), ip(5), ip(6), ip(9)], "restored addresses are older");
+        let read_here = used.permissions.iter().find(|p| p.permission == read && p.boundary == project).unwrap();
+        assert_eq!((read_here.uses, read_here.first_used, read_here.last_used), (9, Timestamp(1), Timestamp(11)));
+    }
+
+    #[test]
+    fn addresses_from_several_threads_are_ordered_by_time() {
+        let usage = Usage::default();
+        let (token, owner) = (TokenId(1), UserId(1));
+        usage.record(token, owner, Timestamp(10), Some(ip(1)), &[], None);
+        std::thread::scope(|scope| {
+            scope.spawn(|| usage.record(token, owner, Timestamp(5), Some(ip(2)), &[], None));
+        });
+        usage.compact();
+        usage.record(token, owner, Timestamp(7), Some(ip(3)), &[], None);
+        let taken = usage.take();
+        assert_eq!((taken[0].ips.clone(), taken[0].last_used_at), (vec![ip(2), ip(3), ip(1)], Timestamp(10)));
     }
 }

@@ -6,6 +6,7 @@
 
 #![expect(clippy::unwrap_used, clippy::panic, reason = "a test fails loudly on any unexpected error")]
 
+mod cli;
 mod crash;
 mod nginx;
 mod replicas;
