@@ -5,7 +5,8 @@
 //! 10,000 groups, 100,000 users, 1,000,000 memberships; `PATGATE_BENCH_SCALE` scales it),
 //! wraps it in the service's state over a fresh SQLite store in a temporary directory, and
 //! serves `patgate_server::router` on loopback until SIGINT or SIGTERM, as `patgate serve`
-//! does (multi-threaded tokio runtime: pinned to one core it has one worker).
+//! does (multi-threaded tokio runtime: pinned to one core it has one worker), recording
+//! usage as it does (folded every 100 ms; taken and dropped every 5 s instead of written).
 //!
 //! Before serving it writes the forward-auth requests to replay, one per line as
 //! `token<TAB>method<TAB>path`, into the directory `PATGATE_BENCH_REQUESTS` (default: the
@@ -124,6 +125,19 @@ fn run(scale: f64, listen: SocketAddr, temp: &Path, requests_dir: &Path) -> Benc
         for (class, path, count, allowed) in &files {
             println!("requests: {class} {} {count} {allowed}", path.display());
         }
+        // Usage is folded every 100 ms as `patgate serve` does; the world's tokens are not in
+        // the store, so every 5 s the aggregate is taken and dropped instead of written.
+        let usage_state = shared.clone();
+        tokio::spawn(async move {
+            let mut timer = tokio::time::interval(std::time::Duration::from_millis(100));
+            for tick in 0_u64.. {
+                timer.tick().await;
+                usage_state.usage.compact();
+                if tick % 50 == 49 {
+                    drop(usage_state.usage.take());
+                }
+            }
+        });
         println!("listening on {address}");
         let server =
             axum::serve(listener, patgate_server::router(shared).into_make_service_with_connect_info::<SocketAddr>());
