@@ -5,7 +5,7 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
 use crate::{
-    routes::{admin, decision, health, lifecycle, suggestion, tokens},
+    routes::{admin, catalogue, decision, health, lifecycle, session, suggestion, tokens},
     state::AppState,
 };
 
@@ -14,9 +14,12 @@ use crate::{
 pub enum Access {
     /// No credentials.
     Open,
-    /// The token in the request (any valid token allowed the route's permission).
+    /// The token in the request (any valid token allowed the route's permission), or a
+    /// web session (its cookie, and `X-CSRF-Token` unless the method is GET).
     Token,
-    /// An administrator's token.
+    /// A web session only.
+    Session,
+    /// An administrator's token or session.
     Admin,
 }
 
@@ -56,6 +59,12 @@ pub const ROUTES: &[Route] = &[
     route!("GET" "/api/v1/openapi.json", "This document.", Open, None, 200 None, get(openapi)),
     route!("POST" "/api/v1/decide", "Decide a request and explain the answer (\"why was I denied?\").", Open, Some("DecideRequest"), 200 Some("DecideResponse"), post(decision::decide)),
     route!("GET" "/api/v1/forward-auth", "Forward auth for nginx auth_request, Traefik ForwardAuth and Envoy ext_authz: 200 allows (X-Patgate-User, X-Patgate-Token-Id), 401 for missing or invalid credentials (WWW-Authenticate), 403 otherwise (X-Patgate-Missing-Permission).", Open, None, 200 None, get(decision::forward_auth)),
+    route!("GET" "/api/v1/resources", "The permission catalogue: every resource at every boundary where it exists, its actions and the role each needs.", Token, None, 200 Some("ResourceList"), get(catalogue::resources)),
+    route!("GET" "/api/v1/user/namespaces", "The projects and groups you can see, with your role in each (?search=, kind=project|group, limit=).", Token, None, 200 Some("NamespaceList"), get(catalogue::namespaces)),
+    route!("POST" "/api/v1/session", "Sign in to the web UI with {\"username\", \"password\"} (JSON), or with no body as the user a trusted proxy names in the configured header. Sets the session cookie and answers the CSRF token. Failures are one 401 invalid_credentials, rate-limited per client address.", Open, Some("SignInRequest"), 200 Some("Session"), post(session::sign_in)),
+    route!("GET" "/api/v1/session", "Who is signed in, and the session's CSRF token.", Session, None, 200 Some("Session"), get(session::show)),
+    route!("DELETE" "/api/v1/session", "Sign out: the session ends and the cookie is cleared (needs X-CSRF-Token).", Session, None, 204 None, delete(session::sign_out)),
+    route!("PUT" "/api/v1/user/password", "Change your password (the current one is required; a token needs user:update on its user). Every session of yours ends; a signed-in caller gets a new session cookie.", Token, Some("PasswordChange"), 204 None, put(session::change_own)),
     route!("POST" "/api/v1/user/personal_access_tokens", "Create a token for yourself (legacy: scopes; fine-grained: grants). The token is shown once.", Token, Some("CreateTokenRequest"), 201 Some("Token"), post(tokens::create_own)),
     route!("POST" "/api/v1/users/{username}/personal_access_tokens", "Create a token for a user (administrators).", Admin, Some("CreateTokenRequest"), 201 Some("Token"), post(tokens::create_for_user)),
     route!("GET" "/api/v1/personal_access_tokens", "The tokens table: your tokens with their flags; administrators may add ?user=NAME (or * for all). Filters: state, kind, flag, expires_before/after, used_before/after, search; sort; page, per_page (X-Total, X-Next-Page headers).", Token, None, 200 Some("TokenList"), get(tokens::list)),
@@ -75,6 +84,7 @@ pub const ROUTES: &[Route] = &[
     route!("POST" "/api/v1/admin/users", "Create a user.", Admin, Some("User"), 201 None, post(admin::create_user)),
     route!("DELETE" "/api/v1/admin/users/{username}", "Delete a user: their tokens stop working.", Admin, None, 204 None, delete(admin::delete_user)),
     route!("POST" "/api/v1/admin/users/{username}/block", "Block a user: their tokens are denied (owner_blocked).", Admin, None, 204 None, post(admin::block_user)),
+    route!("PUT" "/api/v1/admin/users/{username}/password", "Set a user's password: they may sign in with it; their sessions end.", Admin, Some("PasswordSet"), 204 None, put(admin::set_password)),
     route!("POST" "/api/v1/admin/users/{username}/unblock", "Unblock a user.", Admin, None, 204 None, post(admin::unblock_user)),
     route!("POST" "/api/v1/admin/groups", "Create a group (its parent is the path's prefix).", Admin, Some("PathItem"), 201 None, post(admin::create_group)),
     route!("POST" "/api/v1/admin/projects", "Create a project in a group or a user's namespace.", Admin, Some("PathItem"), 201 None, post(admin::create_project)),
@@ -97,6 +107,23 @@ fn strings() -> Value {
     json!({ "type": "array", "items": { "type": "string" } })
 }
 
+/// The web sign-in's schemas (apart: one `json!` of every schema exceeds the macro's
+/// recursion limit).
+fn session_schemas() -> Value {
+    json!({
+        "SignInRequest": { "type": "object", "required": ["username", "password"], "properties": {
+            "username": string(), "password": { "type": "string", "format": "password" } } },
+        "Session": { "type": "object", "required": ["username", "admin", "csrf_token"], "properties": {
+            "username": string(), "admin": { "type": "boolean" },
+            "csrf_token": { "type": "string", "description": "send it as X-CSRF-Token (or a form's csrf field) on every request of this session that is not GET or HEAD" } } },
+        "PasswordChange": { "type": "object", "required": ["current_password", "password"], "properties": {
+            "current_password": { "type": "string", "format": "password" },
+            "password": { "type": "string", "format": "password", "minLength": 12, "description": "12 characters or more, 256 bytes at most" } } },
+        "PasswordSet": { "type": "object", "required": ["password"], "properties": {
+            "password": { "type": "string", "format": "password", "minLength": 12, "description": "12 characters or more, 256 bytes at most" } } }
+    })
+}
+
 fn schemas() -> Value {
     let grant = json!({
         "type": "object", "required": ["reach", "permissions"],
@@ -107,7 +134,7 @@ fn schemas() -> Value {
                              "example": { "issue": ["read", "create"] } }
         }
     });
-    json!({
+    let mut all = json!({
         "Error": { "type": "object", "required": ["error", "message"], "properties": {
             "error": string(), "message": string(), "reason": string(), "missing": string() } },
         "DecideRequest": { "type": "object", "required": ["token", "method", "path"], "properties": {
@@ -150,6 +177,11 @@ fn schemas() -> Value {
                 "permission": string(), "boundary": { "type": "object" },
                 "reason": { "type": "string", "enum": ["not_applicable", "gone", "not_grantable", "beyond_original"] } } } },
             "narrower": { "type": "boolean" }, "message": string() } },
+        "ResourceList": { "type": "array", "items": { "type": "object", "properties": {
+            "name": string(), "label": string(), "boundary": { "type": "string", "enum": ["project", "group", "user", "instance"] },
+            "actions": { "type": "array", "items": { "type": "object", "properties": { "action": string(), "requires": string() } } } } } },
+        "NamespaceList": { "type": "array", "items": { "type": "object", "properties": {
+            "kind": { "type": "string", "enum": ["project", "group"] }, "path": string(), "visibility": string(), "role": string() } } },
         "TokenList": { "type": "array", "items": { "$ref": "#/components/schemas/Token" } },
         "User": { "type": "object", "required": ["username"], "properties": {
             "username": string(), "name": string(), "admin": { "type": "boolean" },
@@ -187,7 +219,11 @@ fn schemas() -> Value {
                 "id": { "type": "integer" }, "at": string(), "type": string(), "user": string(), "token_id": { "type": "integer" },
                 "actor": string(), "details": { "type": "object" } } } },
             "next_before_id": { "type": "integer" } } }
-    })
+    });
+    if let (Some(all), Value::Object(session)) = (all.as_object_mut(), session_schemas()) {
+        all.extend(session);
+    }
+    all
 }
 
 /// The OpenAPI 3.1 document of the service, built from [`ROUTES`].
@@ -205,11 +241,17 @@ pub fn document() -> Value {
                 "4XX": { "description": "refused", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
             }
         });
-        if route.access != Access::Open {
-            operation["security"] = json!([{ "privateToken": [] }, { "bearer": [] }]);
+        match route.access {
+            Access::Open => {}
+            Access::Session => operation["security"] = json!([{ "session": [] }]),
+            Access::Token | Access::Admin => {
+                operation["security"] = json!([{ "privateToken": [] }, { "bearer": [] }, { "session": [] }]);
+            }
         }
         if route.access == Access::Admin {
-            operation["description"] = json!("Needs an administrator's token allowed the matching admin permission.");
+            operation["description"] = json!(
+                "Needs an administrator's token allowed the matching admin permission, or an administrator's session."
+            );
         }
         if let Some(schema) = route.request {
             operation["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
@@ -235,7 +277,9 @@ pub fn document() -> Value {
             "schemas": schemas(),
             "securitySchemes": {
                 "privateToken": { "type": "apiKey", "in": "header", "name": "PRIVATE-TOKEN" },
-                "bearer": { "type": "http", "scheme": "bearer" }
+                "bearer": { "type": "http", "scheme": "bearer" },
+                "session": { "type": "apiKey", "in": "cookie", "name": "patgate_session",
+                             "description": "A web session (POST /api/v1/session). Requests other than GET and HEAD also need X-CSRF-Token." }
             }
         }
     })

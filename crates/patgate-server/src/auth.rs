@@ -1,5 +1,10 @@
 //! Credentials on a request, and the capability a handler receives once the engine has
 //! allowed the call.
+//!
+//! A request authenticates with a token (`PRIVATE-TOKEN`, `Authorization`) or, when it
+//! presents none, with the web session its `patgate_session` cookie names. A token always
+//! wins: a request that presents one is a token request and its cookie is not looked at.
+//! The decision endpoints (`/api/v1/decide`, `/api/v1/forward-auth`) never read cookies.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -8,21 +13,43 @@ use axum::{
     http::{HeaderMap, header, request::Parts},
 };
 use patgate_core::{
-    Basis, BoundaryRef, DenyReason, Permission, Request, Surface, TokenRecord, UserId, decide_under,
-    decision::Operation,
+    Authority, Basis, BoundaryRef, DenyReason, Permission, Request, ScopeSet, Surface, TokenId, TokenRecord, User,
+    UserId, decide_under, decision::Operation, scope::LegacyScope,
 };
+use patgate_store::Actor;
 
 use crate::{
     error::ApiError,
+    session::{self, ActiveSession, FormCsrf, SESSION_TOKEN_ID, SessionState},
     state::{AppState, Shared},
 };
 
-/// What a management request presents: its headers and the client's address (the peer,
-/// or the first `X-Forwarded-For` entry when the peer is a trusted proxy).
-#[derive(Debug, Clone)]
+/// What a management request presents: its headers, the client's address (the peer, or
+/// the first `X-Forwarded-For` entry when the peer is a trusted proxy), and the web session
+/// its cookie names when it presents no token.
+#[derive(Clone)]
 pub struct Credentials {
     pub headers: HeaderMap,
     pub client_ip: Option<IpAddr>,
+    /// The connection's own address (a proxy's, when there is one).
+    pub peer: Option<IpAddr>,
+    /// `GET` or `HEAD`: a session needs no CSRF token for these.
+    pub safe_method: bool,
+    /// The session the cookie names; always [`SessionState::None`] when a token is presented.
+    pub session: SessionState,
+}
+
+impl std::fmt::Debug for Credentials {
+    // The headers carry tokens and cookies: only their names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("client_ip", &self.client_ip)
+            .field("peer", &self.peer)
+            .field("safe_method", &self.safe_method)
+            .field("session", &self.session)
+            .finish()
+    }
 }
 
 /// The client's address: the first `X-Forwarded-For` (or `X-Real-IP`) entry when `peer` is
@@ -46,7 +73,18 @@ impl FromRequestParts<AppState> for Credentials {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-        Ok(Credentials { client_ip: client_address(state, &parts.headers, peer), headers: parts.headers.clone() })
+        let session = if presented_token(&parts.headers, None).is_some() {
+            SessionState::None
+        } else {
+            session::resolve(state, &parts.headers, parts.extensions.get::<FormCsrf>()).await?
+        };
+        Ok(Credentials {
+            client_ip: client_address(state, &parts.headers, peer),
+            peer,
+            safe_method: session::is_safe(&parts.method),
+            session,
+            headers: parts.headers.clone(),
+        })
     }
 }
 
@@ -104,13 +142,127 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// How a caller authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// A token the request presented.
+    Token,
+    /// The web session its cookie names.
+    Session,
+}
+
 /// A caller the engine allowed: the token and its owner.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub user: UserId,
     pub username: String,
     pub admin: bool,
+    /// The presented token; for a session, the synthetic token it acts with
+    /// ([`session_token`]), which no store or index holds.
     pub token: TokenRecord,
+    pub via: Via,
+}
+
+impl Caller {
+    /// The id of the token the caller presented; `None` for a session.
+    pub fn token_id(&self) -> Option<TokenId> {
+        (self.via == Via::Token).then_some(self.token.id)
+    }
+
+    /// Who acts, for the audit log: the user, and their token unless it is a session.
+    pub fn actor(&self) -> Actor {
+        Actor { user: Some(self.user), token: self.token_id() }
+    }
+
+    /// The token a token made or rotated by this caller must stay within: the presented
+    /// one. A signed-in user is bound only by their live role, as on GitLab's own pages.
+    pub fn creator(&self) -> Option<&TokenRecord> {
+        (self.via == Via::Token).then_some(&self.token)
+    }
+}
+
+/// The token a session acts with: the signed-in user's full live rights, like a browser
+/// session in GitLab. Legacy `api` (every API request the user's role allows) plus
+/// `admin_mode` for an administrator, rebuilt on every request from the live directory, so
+/// losing the admin flag or a membership counts at once. Its id is [`SESSION_TOKEN_ID`],
+/// which no stored token has; it is never recorded as token use and never listed.
+pub fn session_token(user: &User, session: &ActiveSession) -> TokenRecord {
+    let mut scopes = ScopeSet::EMPTY.with(LegacyScope::Api);
+    if user.admin {
+        scopes = scopes.with(LegacyScope::AdminMode);
+    }
+    TokenRecord {
+        id: SESSION_TOKEN_ID,
+        owner: user.id,
+        authority: Authority::Legacy(scopes),
+        created_at: session.row.created_at,
+        // The session's own expiry was checked when it was found.
+        expires_at: None,
+        revoked_at: None,
+        allowed_ips: Box::new([]),
+    }
+}
+
+fn missing_credentials() -> ApiError {
+    ApiError::Unauthenticated {
+        reason: "missing_token",
+        message: "No token: send it as `PRIVATE-TOKEN: <token>` or `Authorization: Bearer <token>`, or sign in."
+            .to_owned(),
+    }
+}
+
+fn session_ended() -> ApiError {
+    ApiError::Unauthenticated {
+        reason: "session_ended",
+        message: "The session has ended (signed out, expired, or ended by a password change): sign in again."
+            .to_owned(),
+    }
+}
+
+/// Authenticates by the web session alone: 401 without a live session; 403 `csrf` when
+/// the method changes something and the request lacks the session's CSRF token. The
+/// engine then judges `operation` for the session's synthetic token under no token policy
+/// (lifetime caps and the legacy cut-off govern tokens, not sessions).
+pub fn by_session<'c>(
+    shared: &Shared,
+    credentials: &'c Credentials,
+    operation: Operation<'_>,
+    read_only: bool,
+    on_own_token: bool,
+) -> Result<(Caller, &'c ActiveSession), ApiError> {
+    let session = match &credentials.session {
+        SessionState::Active(session) => session,
+        SessionState::Ended => return Err(session_ended()),
+        SessionState::None => return Err(missing_credentials()),
+    };
+    if !credentials.safe_method && !session.csrf_presented {
+        return Err(ApiError::Forbidden {
+            reason: "csrf",
+            message: "A request made with a session cookie that changes something must carry the session's CSRF \
+                      token in `X-CSRF-Token` (or a form's `csrf` field)."
+                .to_owned(),
+            missing: None,
+        });
+    }
+    let now = shared.clock.now();
+    let engine = shared.engine();
+    let Some(user) = engine.index.directory.user(session.row.user) else {
+        return Err(session_ended());
+    };
+    let token = session_token(user, session);
+    let (username, admin) = (user.username.to_string(), user.admin);
+    let request =
+        Request { operation, read_only, surface: Surface::Api, on_own_token, client_ip: credentials.client_ip };
+    let policy = patgate_core::Policy::UNRESTRICTED;
+    let decision = decide_under(&engine.resources, &engine.index.directory, &policy, &token, &request, now);
+    drop(engine);
+    match decision.outcome {
+        Ok(_) => Ok((Caller { user: token.owner, username, admin, token, via: Via::Session }, session)),
+        // Blocked or deleted: the write that did it also ended the session; this catches a
+        // request that found the session just before.
+        Err(DenyReason::OwnerBlocked) => Err(session_ended()),
+        Err(reason) => Err(deny_error(shared, reason)),
+    }
 }
 
 /// Maps an engine deny to the management API's error.
@@ -152,10 +304,10 @@ pub fn authorize_with(
     read_only: bool,
     ignore_lifetime_caps: bool,
 ) -> Result<Caller, ApiError> {
-    let presented = presented_token(&credentials.headers, None).ok_or_else(|| ApiError::Unauthenticated {
-        reason: "missing_token",
-        message: "No token: send it as `PRIVATE-TOKEN: <token>` or `Authorization: Bearer <token>`.".to_owned(),
-    })?;
+    let Some(presented) = presented_token(&credentials.headers, None) else {
+        let operation = Operation::Covered { permissions, boundary };
+        return by_session(shared, credentials, operation, read_only, on_own_token).map(|(caller, _)| caller);
+    };
     let now = shared.clock.now();
     let engine = shared.engine();
     let token = match patgate_core::authenticate(&engine.index, &engine.format, &engine.key, &presented) {
@@ -193,19 +345,19 @@ pub fn authorize_with(
             // permission it needed).
             let used = if matches!(basis, Basis::FineGrained | Basis::Legacy) { permissions } else { &[] };
             shared.usage.record(token.id, token.owner, now, credentials.client_ip, used, decision.boundary);
-            Ok(Caller { user: token.owner, username, admin, token })
+            Ok(Caller { user: token.owner, username, admin, token, via: Via::Token })
         }
         (Err(reason), _) => Err(deny_error(shared, reason)),
         (Ok(_), None) => Err(ApiError::Internal("allowed token without owner".to_owned())),
     }
 }
 
-/// Authenticates without a permission check, for endpoints open to every valid token.
+/// Authenticates without a permission check, for endpoints open to every valid token (or
+/// session).
 pub fn authenticate_only(shared: &Shared, credentials: &Credentials) -> Result<Caller, ApiError> {
-    let presented = presented_token(&credentials.headers, None).ok_or_else(|| ApiError::Unauthenticated {
-        reason: "missing_token",
-        message: "No token: send it as `PRIVATE-TOKEN: <token>` or `Authorization: Bearer <token>`.".to_owned(),
-    })?;
+    let Some(presented) = presented_token(&credentials.headers, None) else {
+        return by_session(shared, credentials, Operation::Always, true, true).map(|(caller, _)| caller);
+    };
     let now = shared.clock.now();
     let engine = shared.engine();
     let request = Request {
@@ -229,7 +381,7 @@ pub fn authenticate_only(shared: &Shared, credentials: &Credentials) -> Result<C
         Ok((decision, token)) => match (decision.outcome, owner) {
             (Ok(_), Some((username, admin))) => {
                 shared.usage.record(token.id, token.owner, now, credentials.client_ip, &[], None);
-                Ok(Caller { user: token.owner, username, admin, token })
+                Ok(Caller { user: token.owner, username, admin, token, via: Via::Token })
             }
             (Err(reason), _) => Err(deny_error(shared, reason)),
             (Ok(_), None) => Err(ApiError::Internal("allowed token without owner".to_owned())),

@@ -9,7 +9,7 @@ use patgate_core::{
 };
 use patgate_store::{Actor, Audit, DirectoryBatch, NewToken, Store};
 
-use crate::{error::ApiError, state::Shared};
+use crate::{error::ApiError, password::Password, routes::session::store_password, state::Shared};
 
 /// Reads the instance secret from `path`, creating it (32 random bytes, hex, mode 0600)
 /// on first start.
@@ -208,4 +208,37 @@ pub async fn seed_demo(shared: &Shared) -> Result<Vec<(String, PlainToken)>, Api
         tokens.push((description.to_owned(), plain));
     }
     Ok(tokens)
+}
+
+/// The users `patgate serve --demo` gives the demo password: the first admin and the demo
+/// organisation (blocked mallory too, to show that a blocked user cannot sign in).
+pub const DEMO_PASSWORD_USERS: &[&str] = &["admin", "alice", "bob", "carol", "dave", "erin", "mallory"];
+
+/// A random demo password: 4 groups of 4 from 32 unambiguous characters (80 bits).
+pub fn random_demo_password() -> Result<Password, ApiError> {
+    const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut bytes = [0_u8; 16];
+    getrandom::fill(&mut bytes).map_err(|error| ApiError::Internal(format!("no randomness: {error}")))?;
+    let mut text = String::with_capacity(19);
+    for (index, byte) in bytes.iter().enumerate() {
+        if index > 0 && index % 4 == 0 {
+            text.push('-');
+        }
+        text.push(char::from(ALPHABET[usize::from(byte & 31)]));
+    }
+    Ok(Password::new(text))
+}
+
+/// Demo mode only (never a real deployment): gives each of [`DEMO_PASSWORD_USERS`] that
+/// exists and has no password yet `password`, so a browser can sign in as them. Returns the
+/// users it was given to.
+pub async fn set_demo_passwords(shared: &Shared, password: &Password) -> Result<Vec<String>, ApiError> {
+    password.check_rules("the demo password")?;
+    let mut given = Vec::new();
+    for username in DEMO_PASSWORD_USERS {
+        let Some((user, None)) = shared.store.password_hash(username).await? else { continue };
+        store_password(shared, user.id, password, Actor::default(), shared.clock.now()).await?;
+        given.push((*username).to_owned());
+    }
+    Ok(given)
 }

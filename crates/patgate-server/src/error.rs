@@ -15,6 +15,10 @@ pub enum ApiError {
     /// No credentials, or credentials that are not a valid token (401).
     #[error("{message}")]
     Unauthenticated { reason: &'static str, message: String },
+    /// A sign-in (or a password check) failed: unknown user, wrong password, no password
+    /// or a blocked user, never saying which (401).
+    #[error("the username or password is wrong, or this user may not sign in")]
+    InvalidCredentials,
     /// Valid credentials that may not do this (403).
     #[error("{message}")]
     Forbidden { reason: &'static str, message: String, missing: Option<String> },
@@ -62,6 +66,7 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &str) {
         match self {
             ApiError::Unauthenticated { .. } => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             ApiError::Forbidden { reason, .. } => (StatusCode::FORBIDDEN, reason),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Invalid { error, .. } => (StatusCode::UNPROCESSABLE_ENTITY, error),

@@ -9,9 +9,11 @@ pub mod extract;
 pub mod insight;
 pub mod jobs;
 pub mod metrics;
+pub mod password;
 pub mod ratelimit;
 pub mod replica;
 pub mod routes;
+pub mod session;
 pub mod state;
 pub mod usage;
 pub mod webhook;
@@ -32,10 +34,18 @@ pub fn router(state: AppState) -> Router {
     for route in api::ROUTES {
         router = router.route(route.path, (route.handler)());
     }
+    // The web interface's assets (not part of the API's OpenAPI document).
+    router = router
+        .route("/", axum::routing::get(routes::ui::root))
+        .route("/ui", axum::routing::get(routes::ui::root))
+        .route("/ui/", axum::routing::get(routes::ui::index))
+        .route("/ui/app.js", axum::routing::get(routes::ui::script))
+        .route("/ui/app.css", axum::routing::get(routes::ui::style));
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(session::form_csrf))
         .with_state(state)
 }
 

@@ -46,4 +46,13 @@ impl RateLimiter {
             Err(((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u64)
         }
     }
+
+    /// Gives back the request [`check`](Self::check) took from `address`, for a limiter that
+    /// counts only failures: each attempt takes one, a success returns it.
+    pub fn refund(&self, address: IpAddr) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((tokens, _)) = buckets.get_mut(&address) {
+            *tokens = (*tokens + 1.0).min(self.burst);
+        }
+    }
 }

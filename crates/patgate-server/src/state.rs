@@ -70,6 +70,14 @@ pub struct Shared {
     pub intervals: Intervals,
     /// Leak reports per client address.
     pub leak_limiter: RateLimiter,
+    /// Sign-in failures per client address.
+    pub sign_in_limiter: RateLimiter,
+    /// The header a trusted proxy names the signed-in user in (`ui_trusted_user_header`),
+    /// honoured only from [`Shared::trusted_proxies`]; `None` turns that sign-in off.
+    pub ui_trusted_user_header: Option<axum::http::HeaderName>,
+    /// Password hashes computed at once (each takes about 19 MiB and a core for tens of
+    /// milliseconds): one per core.
+    pub password_slots: tokio::sync::Semaphore,
 }
 
 /// The decision policy the settings and the directory describe: group caps are named by
@@ -181,6 +189,14 @@ impl Shared {
             holder: holder_name(),
             intervals: Intervals::default(),
             leak_limiter: RateLimiter::new(LEAK_REPORT_BURST, LEAK_REPORTS_PER_MINUTE),
+            sign_in_limiter: RateLimiter::new(
+                crate::session::SIGN_IN_FAILURE_BURST,
+                crate::session::SIGN_IN_FAILURES_PER_MINUTE,
+            ),
+            ui_trusted_user_header: None,
+            password_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
         }
     }
 

@@ -160,6 +160,107 @@ pub struct NewToken {
     pub expires_at: Option<Timestamp>,
 }
 
+/// The SHA-256 of a web session's random id: what the store keeps, never the id itself.
+///
+/// INVARIANT: `Debug` shows nothing of it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionDigest([u8; 32]);
+
+impl SessionDigest {
+    /// The digest from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> SessionDigest {
+        SessionDigest(bytes)
+    }
+
+    /// Lowercase hex, as stored.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for SessionDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionDigest([redacted])")
+    }
+}
+
+/// A web session's CSRF token: random, sent back by the browser in `X-CSRF-Token` (or a
+/// form's `csrf` field) on every request that changes something.
+///
+/// INVARIANT: `Debug` shows nothing of it; comparison is in constant time.
+#[derive(Clone)]
+pub struct CsrfToken(String);
+
+impl CsrfToken {
+    /// A token from its text.
+    pub fn new(text: String) -> CsrfToken {
+        CsrfToken(text)
+    }
+
+    /// The text, to hand to the session's own browser (never to a log).
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `presented` is this token, in time independent of where they differ.
+    pub fn matches(&self, presented: &str) -> bool {
+        let (ours, theirs) = (self.0.as_bytes(), presented.as_bytes());
+        ours.len() == theirs.len() && ours.iter().zip(theirs).fold(0_u8, |diff, (a, b)| diff | (a ^ b)) == 0
+    }
+}
+
+impl std::fmt::Debug for CsrfToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CsrfToken([redacted])")
+    }
+}
+
+/// A user's password as stored: an argon2id PHC string (`$argon2id$v=19$m=…`).
+///
+/// INVARIANT: `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    /// A hash from its PHC string.
+    pub fn new(phc: String) -> PasswordHash {
+        PasswordHash(phc)
+    }
+
+    /// The PHC string, to verify a password against.
+    pub fn as_phc(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordHash([redacted])")
+    }
+}
+
+/// A web session to store.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub digest: SessionDigest,
+    pub user: UserId,
+    pub csrf_token: CsrfToken,
+    pub created_at: Timestamp,
+    /// The earlier of the idle and the absolute expiry.
+    pub expires_at: Timestamp,
+}
+
+/// A stored web session (the caller knows its digest).
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    pub user: UserId,
+    pub csrf_token: CsrfToken,
+    pub created_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    /// The first instant at which the session no longer works.
+    pub expires_at: Timestamp,
+}
+
 /// Everything the index is built from at start, with the change sequence it reflects.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -575,6 +676,49 @@ pub trait Store: Send + Sync {
         attempt: &DeliveryAttempt,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn deliveries(&self, filter: &DeliveryFilter) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
+
+    // ---- web sign-in ---------------------------------------------------------------
+
+    /// Sets (`Some`) or removes (`None`) `user`'s password hash and ends every session of
+    /// theirs, with `audit` (`password_changed`); `NotFound` for an unknown user.
+    fn set_password_hash(
+        &self,
+        user: UserId,
+        hash: Option<&PasswordHash>,
+        audit: Audit,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The user named `username` (as stored: lowercase) and their password hash, if any.
+    fn password_hash(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<Option<(UserRow, Option<PasswordHash>)>, StoreError>> + Send;
+    /// Stores a new session, with `audit` (`signed_in`); sessions expired by its creation
+    /// are dropped on the way.
+    fn create_session(&self, session: &NewSession, audit: Audit)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The session stored under `digest`, unless it has expired at `now`.
+    fn session(
+        &self,
+        digest: &SessionDigest,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<SessionRow>, StoreError>> + Send;
+    /// Records activity at `now` on a session not expired then: its `last_seen_at`, and
+    /// `expires_at` slid to the given instant; `false` when the session has ended.
+    fn touch_session(
+        &self,
+        digest: &SessionDigest,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Ends one session, with `audit` (`signed_out`) when it existed; `false` if it did not.
+    fn delete_session(
+        &self,
+        digest: &SessionDigest,
+        audit: Audit,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Ends every session of `user`; returns how many there were. Blocking or deleting a
+    /// user (`set_user_state`, `import`) does the same inside its own transaction.
+    fn delete_user_sessions(&self, user: UserId) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     // ---- settings and audit --------------------------------------------------------
 

@@ -15,9 +15,9 @@ use sqlx::{
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::{
-    Audit, AuditEvent, AuditFilter, Change, Delivery, DeliveryAttempt, DeliveryFilter, DirectoryBatch, ImportCounts,
-    MembershipRow, NewToken, PathRow, PermissionUse, Settings, Snapshot, Store, StoreError, TokenRow, TokenUse,
-    UserRow, WebhookTarget, convert,
+    Audit, AuditEvent, AuditFilter, Change, CsrfToken, Delivery, DeliveryAttempt, DeliveryFilter, DirectoryBatch,
+    ImportCounts, MembershipRow, NewSession, NewToken, PasswordHash, PathRow, PermissionUse, SessionDigest, SessionRow,
+    Settings, Snapshot, Store, StoreError, TokenRow, TokenUse, UserRow, WebhookTarget, convert,
 };
 
 /// The `(boundary_kind, boundary_id)` columns of `boundary` (the instance's id is 0).
@@ -109,7 +109,11 @@ fn get<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(row: &'r AnyRow, column: 
     row.try_get(column).map_err(|error| StoreError::Corrupt(format!("column {column}: {error}")))
 }
 
-const KNOWN_SCHEMA: i64 = 3;
+const KNOWN_SCHEMA: i64 = 4;
+
+/// The columns of a [`UserRow`]: never the password hash, which only
+/// [`Store::password_hash`] reads.
+const USER_COLUMNS: &str = "id, username, name, state, admin, created_at";
 
 /// How many client addresses a token keeps.
 const LAST_IPS: usize = 5;
@@ -569,7 +573,10 @@ impl Store for SqlStore {
             .try_get("seq")
             .ok()
             .flatten();
-        let users = sqlx::query("SELECT * FROM users ORDER BY id").fetch_all(&mut *tx).await.map_err(database)?;
+        let users = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users ORDER BY id")))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(database)?;
         let groups =
             sqlx::query("SELECT * FROM groups ORDER BY full_path").fetch_all(&mut *tx).await.map_err(database)?;
         let projects = sqlx::query("SELECT * FROM projects ORDER BY id").fetch_all(&mut *tx).await.map_err(database)?;
@@ -608,7 +615,7 @@ impl Store for SqlStore {
     }
 
     async fn user(&self, id: UserId) -> Result<Option<UserRow>, StoreError> {
-        let row = sqlx::query("SELECT * FROM users WHERE id = $1")
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")))
             .bind(i64_of(id.0)?)
             .fetch_optional(&self.pool)
             .await
@@ -703,6 +710,14 @@ impl Store for SqlStore {
         }
         let mut changes = vec![Change::User { id: id.0 }];
         let mut audits = vec![audit.clone().user(id)];
+        if state != UserState::Active {
+            // A blocked or deleted user is signed out everywhere, in the same transaction.
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(i64_of(id.0)?)
+                .execute(&mut *write.tx)
+                .await
+                .map_err(database)?;
+        }
         if state == UserState::Deleted {
             // Deleting a user revokes their tokens (blocking only denies them while blocked).
             let rows = sqlx::query(
@@ -820,6 +835,14 @@ impl Store for SqlStore {
             .await
             .map_err(database)?;
             let id = u64_of(get(&row, "id")?)?;
+            if *state != UserState::Active {
+                // As in `set_user_state`: an import that blocks a user signs them out.
+                sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                    .bind(i64_of(id)?)
+                    .execute(&mut *write.tx)
+                    .await
+                    .map_err(database)?;
+            }
             users.insert(username.clone(), id);
             changes.push(Change::User { id });
         }
@@ -1287,6 +1310,141 @@ impl Store for SqlStore {
             ));
         }
         Ok(uses)
+    }
+
+    async fn set_password_hash(
+        &self,
+        user: UserId,
+        hash: Option<&PasswordHash>,
+        audit: Audit,
+    ) -> Result<(), StoreError> {
+        let mut write = self.begin().await?;
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(hash.map(|hash| hash.as_phc().to_owned()))
+            .bind(i64_of(user.0)?)
+            .execute(&mut *write.tx)
+            .await
+            .map_err(database)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user {user}")));
+        }
+        let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(i64_of(user.0)?)
+            .execute(&mut *write.tx)
+            .await
+            .map_err(database)?
+            .rows_affected();
+        let mut details = match &audit.details {
+            serde_json::Value::Object(map) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        details.insert("sessions_ended".to_owned(), ended.into());
+        details.insert("password_set".to_owned(), hash.is_some().into());
+        let audit = audit.user(user).details(serde_json::Value::Object(details));
+        self.finish(write, &[], &audit).await.map(|_| ())
+    }
+
+    async fn password_hash(&self, username: &str) -> Result<Option<(UserRow, Option<PasswordHash>)>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = $1"
+        )))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(database)?;
+        let Some(row) = row else { return Ok(None) };
+        let hash: Option<String> = get(&row, "password_hash")?;
+        Ok(Some((Self::user_row(&row)?, hash.map(PasswordHash::new))))
+    }
+
+    async fn create_session(&self, session: &NewSession, audit: Audit) -> Result<(), StoreError> {
+        let mut write = self.begin().await?;
+        // Expired sessions are of no use to anyone: each sign-in sweeps them.
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(session.created_at.0)
+            .execute(&mut *write.tx)
+            .await
+            .map_err(database)?;
+        sqlx::query(
+            "INSERT INTO sessions (id_digest, user_id, csrf_token, created_at, expires_at, last_seen_at) \
+             VALUES ($1, $2, $3, $4, $5, $4)",
+        )
+        .bind(session.digest.to_hex())
+        .bind(i64_of(session.user.0)?)
+        .bind(session.csrf_token.expose_secret())
+        .bind(session.created_at.0)
+        .bind(session.expires_at.0)
+        .execute(&mut *write.tx)
+        .await
+        .map_err(database)?;
+        self.finish(write, &[], &audit.user(session.user)).await.map(|_| ())
+    }
+
+    async fn session(&self, digest: &SessionDigest, now: Timestamp) -> Result<Option<SessionRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_id, csrf_token, created_at, expires_at, last_seen_at FROM sessions \
+             WHERE id_digest = $1 AND expires_at > $2",
+        )
+        .bind(digest.to_hex())
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(database)?;
+        row.map(|row| {
+            Ok(SessionRow {
+                user: UserId(u64_of(get(&row, "user_id")?)?),
+                csrf_token: CsrfToken::new(get(&row, "csrf_token")?),
+                created_at: Timestamp(get(&row, "created_at")?),
+                last_seen_at: Timestamp(get(&row, "last_seen_at")?),
+                expires_at: Timestamp(get(&row, "expires_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn touch_session(
+        &self,
+        digest: &SessionDigest,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        // Never revives an ended session, and never moves time backwards.
+        let done = sqlx::query(
+            "UPDATE sessions SET last_seen_at = $2, expires_at = $3 \
+             WHERE id_digest = $1 AND expires_at > $2 AND last_seen_at <= $2",
+        )
+        .bind(digest.to_hex())
+        .bind(now.0)
+        .bind(expires_at.0)
+        .execute(&self.pool)
+        .await
+        .map_err(database)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_session(&self, digest: &SessionDigest, audit: Audit) -> Result<bool, StoreError> {
+        let mut write = self.begin().await?;
+        let row = sqlx::query("DELETE FROM sessions WHERE id_digest = $1 RETURNING user_id")
+            .bind(digest.to_hex())
+            .fetch_optional(&mut *write.tx)
+            .await
+            .map_err(database)?;
+        let Some(row) = row else {
+            write.tx.rollback().await.map_err(database)?;
+            return Ok(false);
+        };
+        let user = UserId(u64_of(get(&row, "user_id")?)?);
+        self.finish(write, &[], &audit.user(user)).await?;
+        Ok(true)
+    }
+
+    async fn delete_user_sessions(&self, user: UserId) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(i64_of(user.0)?)
+            .execute(&self.pool)
+            .await
+            .map_err(database)?;
+        Ok(done.rows_affected())
     }
 
     async fn settings(&self) -> Result<Settings, StoreError> {

@@ -101,6 +101,9 @@ pub struct ListArgs {
 pub enum AdminCommand {
     /// Import users, groups, projects and memberships from a JSON file (idempotent).
     Import { file: PathBuf },
+    /// Set a user's web UI password, read as one line from standard input (12 characters
+    /// or more); every session of theirs ends.
+    Password { username: String },
 }
 
 /// Arguments of `patgate decide`.
@@ -157,6 +160,7 @@ impl Client {
             ("DELETE", _) => self.with_token(self.agent.delete(&url)).call(),
             ("POST", Some(body)) => self.with_token(self.agent.post(&url)).send_json(body),
             ("POST", None) => self.with_token(self.agent.post(&url)).send_empty(),
+            ("PUT", Some(body)) => self.with_token(self.agent.put(&url)).send_json(body),
             _ => bail!("unsupported method {method}"),
         }
         .with_context(|| format!("cannot reach {}", self.url))?;
@@ -640,7 +644,10 @@ pub fn decide(connection: &Connection, args: DecideArgs) -> anyhow::Result<ExitC
 pub fn admin(connection: &Connection, command: AdminCommand) -> anyhow::Result<ExitCode> {
     let client = Client::new(connection);
     client.token()?;
-    let AdminCommand::Import { file } = command;
+    let file = match command {
+        AdminCommand::Import { file } => file,
+        AdminCommand::Password { username } => return set_password(&client, &username),
+    };
     let contents = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let body: Value = serde_json::from_str(&contents).with_context(|| format!("{} is not JSON", file.display()))?;
     let reply = client.send("POST", "/api/v1/admin/directory/import", Some(body))?;
@@ -658,6 +665,29 @@ pub fn admin(connection: &Connection, command: AdminCommand) -> anyhow::Result<E
             text(&reply.body, "memberships")
         ));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `patgate admin password USERNAME`: the new password is one line of standard input (a
+/// pipe, or typed: it is not hidden), never an argument that other users could see.
+fn set_password(client: &Client, username: &str) -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        eprint!("New password for {username} (shown as typed): ");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("reading the password from standard input")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    let path = format!("/api/v1/admin/users/{}/password", encode(username));
+    let reply = client.send("PUT", &path, Some(json!({ "password": password })))?;
+    if reply.status >= 400 {
+        return Ok(refused(&reply));
+    }
+    out(&format!("password of {username} set; their sessions have ended"));
     Ok(ExitCode::SUCCESS)
 }
 

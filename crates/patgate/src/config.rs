@@ -21,6 +21,7 @@ pub struct FileConfig {
     pub expiry_notice_interval_seconds: Option<u64>,
     pub inactivity_interval_seconds: Option<u64>,
     pub job_lease_seconds: Option<u64>,
+    pub ui_trusted_user_header: Option<String>,
 }
 
 /// What the command line and environment gave (clap fills these).
@@ -64,6 +65,11 @@ pub struct Overrides {
     /// after this [default: 120].
     #[arg(long, env = "PATGATE_JOB_LEASE_SECONDS")]
     pub job_lease_seconds: Option<u64>,
+    /// Sign in to the web UI as the user a trusted proxy (an SSO proxy) names in this
+    /// header, e.g. X-Forwarded-User; honoured only from the trusted proxies, which must
+    /// strip it from their clients' requests [default: off].
+    #[arg(long, env = "PATGATE_UI_TRUSTED_USER_HEADER")]
+    pub ui_trusted_user_header: Option<String>,
 }
 
 /// The effective configuration.
@@ -78,6 +84,35 @@ pub struct Config {
     pub expiry_notice_interval: std::time::Duration,
     pub inactivity_interval: std::time::Duration,
     pub job_lease: std::time::Duration,
+    /// The header a trusted proxy names the signed-in user in (lowercase), if that sign-in is on.
+    pub ui_trusted_user_header: Option<String>,
+}
+
+/// Headers that carry credentials, addresses or the CSRF token: never a user's name.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "private-token",
+    "x-csrf-token",
+    "x-forwarded-for",
+    "x-real-ip",
+    "host",
+];
+
+/// The trusted-user header's name, checked and lowercased.
+fn trusted_user_header(text: &str) -> anyhow::Result<Option<String>> {
+    let name = text.trim().to_ascii_lowercase();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        anyhow::bail!("ui_trusted_user_header: `{name}` is not a header name");
+    }
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        anyhow::bail!("ui_trusted_user_header: `{name}` carries something else; use a header such as X-Forwarded-User");
+    }
+    Ok(Some(name))
 }
 
 impl fmt::Debug for Config {
@@ -92,6 +127,7 @@ impl fmt::Debug for Config {
             .field("expiry_notice_interval", &self.expiry_notice_interval)
             .field("inactivity_interval", &self.inactivity_interval)
             .field("job_lease", &self.job_lease)
+            .field("ui_trusted_user_header", &self.ui_trusted_user_header)
             .finish()
     }
 }
@@ -148,6 +184,10 @@ impl Config {
             });
         }
         let webhook_secret_file = overrides.webhook_secret_file.clone().or(file.webhook_secret_file);
+        let ui_trusted_user_header = match overrides.ui_trusted_user_header.clone().or(file.ui_trusted_user_header) {
+            Some(text) => trusted_user_header(&text)?,
+            None => None,
+        };
         let seconds = |name: &str, value: Option<u64>, default: u64| -> anyhow::Result<std::time::Duration> {
             match value.unwrap_or(default) {
                 0 => anyhow::bail!("{name} must be at least 1 second"),
@@ -157,6 +197,7 @@ impl Config {
         Ok(Config {
             webhooks,
             webhook_secret_file,
+            ui_trusted_user_header,
             expiry_notice_interval: seconds(
                 "expiry_notice_interval_seconds",
                 overrides.expiry_notice_interval_seconds.or(file.expiry_notice_interval_seconds),
@@ -207,5 +248,21 @@ mod tests {
         assert!(Config::layer(bad, &Overrides::default()).is_err());
         let bad = FileConfig { trusted_proxies: Some(vec!["10.0.0.1/8".into()]), ..FileConfig::default() };
         assert!(Config::layer(bad, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn the_trusted_user_header_is_off_by_default_checked_and_lowercased() {
+        let defaults = Config::layer(FileConfig::default(), &Overrides::default()).unwrap();
+        assert_eq!(defaults.ui_trusted_user_header, None);
+        let file: FileConfig = toml::from_str("ui_trusted_user_header = \"X-Forwarded-User\"").unwrap();
+        let config = Config::layer(file, &Overrides::default()).unwrap();
+        assert_eq!(config.ui_trusted_user_header.as_deref(), Some("x-forwarded-user"));
+        let overrides = Overrides { ui_trusted_user_header: Some("Remote-User".into()), ..Overrides::default() };
+        let file: FileConfig = toml::from_str("ui_trusted_user_header = \"X-Forwarded-User\"").unwrap();
+        assert_eq!(Config::layer(file, &overrides).unwrap().ui_trusted_user_header.as_deref(), Some("remote-user"));
+        for bad in ["Authorization", "Cookie", "X-Forwarded-For", "not a header"] {
+            let overrides = Overrides { ui_trusted_user_header: Some(bad.into()), ..Overrides::default() };
+            assert!(Config::layer(FileConfig::default(), &overrides).is_err(), "{bad}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use crate::config::{Config, Overrides};
 
 use anyhow::{Context, bail};
 use patgate_core::{Resources, catalog::Catalog};
-use patgate_server::{Clock, Shared, bootstrap};
+use patgate_server::{Clock, Shared, bootstrap, password::Password};
 use patgate_store::{Actor, Audit, SqlStore, Store};
 
 /// Options of `patgate serve`.
@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// Write the first admin token to this file (mode 0600) instead of only printing it.
     #[arg(long)]
     pub bootstrap_token_file: Option<PathBuf>,
+    /// With --demo: the password the demo users sign in to the web UI with (12 characters
+    /// or more) [default: a random one, printed once].
+    #[arg(long, env = "PATGATE_DEMO_PASSWORD", hide_env_values = true)]
+    pub demo_password: Option<Password>,
 }
 
 /// `patgate migrate`: apply pending migrations and exit.
@@ -70,6 +74,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shared.intervals.expiry_notices = config.expiry_notice_interval;
     shared.intervals.inactivity = config.inactivity_interval;
     shared.intervals.lease = config.job_lease;
+    if let Some(header) = &config.ui_trusted_user_header {
+        shared.ui_trusted_user_header = Some(
+            axum::http::HeaderName::from_bytes(header.as_bytes())
+                .with_context(|| format!("ui_trusted_user_header `{header}`"))?,
+        );
+        tracing::info!(header = %header, "web sign-in by a trusted proxy's header is on (from the trusted proxies only)");
+    }
+    // A demo password is checked before anything is seeded.
+    let demo_password = match &args.demo_password {
+        Some(_) if !args.demo => {
+            tracing::warn!("PATGATE_DEMO_PASSWORD (--demo-password) is ignored without --demo");
+            None
+        }
+        Some(password) => {
+            password.check_rules("PATGATE_DEMO_PASSWORD").map_err(|error| anyhow::anyhow!("{error}"))?;
+            Some(password.clone())
+        }
+        None => None,
+    };
     let shared = Arc::new(shared);
 
     let mut settings = shared.settings();
@@ -105,6 +128,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!("patgate: seeded the demo organisation (acme/…); ready tokens:");
             for (description, token) in tokens {
                 eprintln!("  {description}\n    {}", token.expose_secret());
+            }
+            // Demo mode only: a real deployment never gets a fixed or printed password.
+            let (password, chosen) = match demo_password {
+                Some(password) => (password, true),
+                None => (bootstrap::random_demo_password()?, false),
+            };
+            let users = bootstrap::set_demo_passwords(&shared, &password).await?;
+            if !users.is_empty() {
+                if chosen {
+                    eprintln!("patgate: {} sign in to the web UI with PATGATE_DEMO_PASSWORD", users.join(", "));
+                } else {
+                    eprintln!(
+                        "patgate: {} sign in to the web UI with the password (shown once):\n\n    {}\n",
+                        users.join(", "),
+                        password.expose_secret()
+                    );
+                }
             }
         }
     }

@@ -15,6 +15,8 @@ use crate::{
     auth::{Caller, Credentials, authorize},
     error::ApiError,
     extract::RawBody,
+    password::Password,
+    routes::session::store_password,
     state::{AppState, Shared},
 };
 
@@ -25,7 +27,7 @@ fn admin(state: &Shared, headers: &Credentials, permission: &str, read_only: boo
 }
 
 fn actor(caller: &Caller) -> Actor {
-    Actor { user: Some(caller.user), token: Some(caller.token.id) }
+    caller.actor()
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,6 +264,35 @@ pub async fn delete_user(
     headers: Credentials,
 ) -> Result<StatusCode, ApiError> {
     set_state(&state, &headers, &username, UserState::Deleted, "user_deleted").await
+}
+
+/// `PUT /api/v1/admin/users/{username}/password`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPasswordRequest {
+    pub password: Password,
+}
+
+/// `PUT /api/v1/admin/users/{username}/password`: set a user's password (they may then sign
+/// in with it); every session of theirs ends.
+pub async fn set_password(
+    State(state): State<AppState>,
+    Path(username): Path<String>,
+    headers: Credentials,
+    body: RawBody,
+) -> Result<StatusCode, ApiError> {
+    let caller = admin(&state, &headers, "admin_user:update", false)?;
+    let body: SetPasswordRequest = body.json()?;
+    body.password.check_rules("password")?;
+    let user = state
+        .engine()
+        .index
+        .directory
+        .user_by_name(&username)
+        .map(|user| user.id)
+        .ok_or_else(|| ApiError::NotFound(format!("user `{username}` does not exist")))?;
+    store_password(&state, user, &body.password, actor(&caller), state.clock.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize)]

@@ -139,9 +139,7 @@ pub async fn token_lookup(
     };
     let row = state.store.token(id).await?.ok_or_else(|| ApiError::NotFound(format!("token {id} does not exist")))?;
     let now = state.clock.now();
-    let audit = Audit::new("token_looked_up", Actor { user: Some(caller.user), token: Some(caller.token.id) }, now)
-        .user(row.owner)
-        .token(row.id);
+    let audit = Audit::new("token_looked_up", caller.actor(), now).user(row.owner).token(row.id);
     state.store.record_audit(&[audit]).await?;
     let uses = uses_in_window(&state, row.id, now).await?;
     Ok(Json(token_response(&state, &row, None, now, &uses)))

@@ -250,8 +250,7 @@ async fn mint(
         let engine = shared.engine();
         let directory = &engine.index.directory;
         let owner_user = directory.user(owner).ok_or_else(|| ApiError::NotFound("user does not exist".into()))?;
-        let valid =
-            validate_new_token(&engine.resources, directory, owner_user, &spec, policy, Some(&caller.token), now)?;
+        let valid = validate_new_token(&engine.resources, directory, owner_user, &spec, policy, caller.creator(), now)?;
         validate_group_caps(directory, owner_user, &valid.authority, &engine.policy.group_caps, valid.expires_at, now)?;
         let plain =
             engine.format.generate(valid.authority.kind()).map_err(|error| ApiError::Internal(error.to_string()))?;
@@ -269,7 +268,7 @@ async fn mint(
         created_at: now,
         expires_at: valid.expires_at,
     };
-    let audit = Audit::new("token_created", Actor { user: Some(caller.user), token: Some(caller.token.id) }, now)
+    let audit = Audit::new("token_created", caller.actor(), now)
         .details(serde_json::json!({ "name": new.name, "kind": new.authority.kind().name() }));
     let (id, _) = shared.store.create_token(&new, audit).await?;
     shared.catch_up().await?;
@@ -563,11 +562,21 @@ pub async fn show(
 /// `GET /api/v1/personal_access_tokens/self`: the presenting token (open to any valid token).
 pub async fn show_self(State(state): State<AppState>, headers: Credentials) -> Result<Json<TokenResponse>, ApiError> {
     let caller = authorize_any(&state, &headers)?;
-    let row =
-        state.store.token(caller.token.id).await?.ok_or_else(|| ApiError::NotFound("token does not exist".into()))?;
+    let row = state
+        .store
+        .token(presented_id(&caller)?)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("token does not exist".into()))?;
     let now = state.clock.now();
     let uses = uses_in_window(&state, row.id, now).await?;
     Ok(Json(token_response(&state, &row, None, now, &uses)))
+}
+
+/// The id of the token the caller presented; a signed-in user has none to show or rotate.
+fn presented_id(caller: &Caller) -> Result<TokenId, ApiError> {
+    caller.token_id().ok_or_else(|| {
+        ApiError::NotFound("you are signed in with a session: there is no token in use (`self`)".to_owned())
+    })
 }
 
 fn authorize_any(state: &Shared, headers: &Credentials) -> Result<Caller, ApiError> {
@@ -595,9 +604,7 @@ pub async fn revoke(
     }
     let by_admin = row.owner != caller.user;
     let reason = if by_admin { "revoked_by_admin" } else { "revoked_by_owner" };
-    let audit =
-        Audit::new("token_revoked", Actor { user: Some(caller.user), token: Some(caller.token.id) }, state.clock.now())
-            .user(row.owner);
+    let audit = Audit::new("token_revoked", caller.actor(), state.clock.now()).user(row.owner);
     state.store.revoke_token(row.id, reason, audit).await?;
     state.catch_up().await?;
     Ok(StatusCode::NO_CONTENT)
@@ -632,13 +639,16 @@ pub(crate) async fn rotate_token(
         return Err(ApiError::Conflict(format!("token {} is revoked and cannot be rotated", row.id)));
     }
     // Rotating hands the caller the new secret: a token other than the rotated one must
-    // cover everything the rotated token can do, or rotation would widen it.
-    if caller.token.id != row.id {
+    // cover everything the rotated token can do, or rotation would widen it. (A signed-in
+    // user holds their full rights and may rotate any token they may see.)
+    if let Some(creator) = caller.creator()
+        && creator.id != row.id
+    {
         let engine = state.engine();
         let directory = &engine.index.directory;
         let owner =
             directory.user(row.owner).ok_or_else(|| ApiError::NotFound(format!("token {} does not exist", row.id)))?;
-        if !patgate_core::validate::authority_within(&row.authority, &caller.token.authority, directory, owner) {
+        if !patgate_core::validate::authority_within(&row.authority, &creator.authority, directory, owner) {
             return Err(ApiError::Forbidden {
                 reason: "escalation",
                 message: "This token may only rotate tokens with equal or narrower permissions than its own.".into(),
@@ -687,7 +697,7 @@ pub(crate) async fn rotate_token(
         created_at: now,
         expires_at,
     };
-    let actor = Actor { user: Some(caller.user), token: Some(caller.token.id) };
+    let actor = caller.actor();
     let audit = Audit::new(into.event, actor, now).details(into.details);
     let (id, _) = state.store.rotate_token(row.id, &new, settings.rotation_grace_seconds, audit).await?;
     state.catch_up().await?;
@@ -750,8 +760,11 @@ pub async fn rotate_self(State(state): State<AppState>, headers: Credentials) ->
     // A token blocked by a lowered lifetime cap may rotate itself into compliance.
     let caller =
         authorize_with(&state, &headers, &permission, BoundaryRef::User(UserLocator::Caller), true, false, true)?;
-    let row =
-        state.store.token(caller.token.id).await?.ok_or_else(|| ApiError::NotFound("token does not exist".into()))?;
+    let row = state
+        .store
+        .token(presented_id(&caller)?)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("token does not exist".into()))?;
     let into = Replacement::same(&row);
     Ok(Json(rotate_token(&state, &caller, row, into).await?))
 }

@@ -35,6 +35,17 @@ async fn unauthenticated_is_401_with_a_challenge_and_the_reason() {
 }
 
 #[tokio::test]
+async fn invalid_credentials_is_401_and_says_nothing_of_which() {
+    let (status, challenge, body) = render(ApiError::InvalidCredentials).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(challenge.is_some());
+    assert_eq!(body["error"], "invalid_credentials");
+    assert!(body.get("reason").is_none(), "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("username or password"), "{message}");
+}
+
+#[tokio::test]
 async fn forbidden_is_403_with_its_reason_and_missing_permission() {
     let error = ApiError::Forbidden {
         reason: "insufficient_scope",

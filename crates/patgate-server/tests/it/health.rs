@@ -67,10 +67,12 @@ async fn every_route_of_the_table_is_served_documented_and_guarded() {
         match route.access {
             Access::Open => assert_ne!(reply.status, 401, "{} {uri}", route.method),
             // Without a body to validate first, a guarded route asks for credentials.
-            Access::Token | Access::Admin if route.request.is_none() => {
+            Access::Token | Access::Admin | Access::Session if route.request.is_none() => {
                 reply.expect_error(401, "invalid_token");
             }
-            Access::Token | Access::Admin => assert!(reply.status.is_client_error(), "{} {uri}", route.method),
+            Access::Token | Access::Admin | Access::Session => {
+                assert!(reply.status.is_client_error(), "{} {uri}", route.method)
+            }
         }
     }
     // Nothing of this changed anything: alice is neither blocked nor deleted.

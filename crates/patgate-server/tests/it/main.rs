@@ -4,6 +4,7 @@
 #![expect(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 
 mod admin;
+mod catalogue;
 mod decide;
 mod errors;
 mod forward_auth;
@@ -12,3 +13,4 @@ mod lifecycle;
 mod support;
 mod table;
 mod tokens;
+mod web;

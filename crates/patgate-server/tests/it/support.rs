@@ -230,6 +230,21 @@ impl App {
     /// [`App::on`], delivering audit events to `webhooks`, signed with `webhook_secret`
     /// (at least 16 bytes) when given.
     pub async fn with_webhooks(backend: &Backend, webhooks: Vec<WebhookTarget>, webhook_secret: Option<&[u8]>) -> App {
+        App::build(backend, webhooks, webhook_secret, None).await
+    }
+
+    /// [`App::new`] on `backend`, signing in the web UI's users that a trusted (loopback)
+    /// proxy names in the header `name` (`ui_trusted_user_header`).
+    pub async fn with_trusted_user_header(backend: &Backend, name: &str) -> App {
+        App::build(backend, Vec::new(), None, Some(name)).await
+    }
+
+    async fn build(
+        backend: &Backend,
+        webhooks: Vec<WebhookTarget>,
+        webhook_secret: Option<&[u8]>,
+        trusted_user_header: Option<&str>,
+    ) -> App {
         let database = TempDatabase::create(backend).await;
         let resources = Resources::builtin().unwrap();
         let catalog = Catalog::builtin(&resources).unwrap();
@@ -243,6 +258,7 @@ impl App {
         let mut shared =
             Shared::load(store, resources, catalog, key, trusted, Clock::Fixed(now.clone())).await.unwrap();
         shared.webhook_secret = webhook_secret.map(|secret| WebhookSecret::new(secret).unwrap());
+        shared.ui_trusted_user_header = trusted_user_header.map(|name| name.parse().unwrap());
         let shared = Arc::new(shared);
         let admin = bootstrap::ensure_admin(&shared).await.unwrap().unwrap().expose_secret().to_owned();
         let demo = bootstrap::seed_demo(&shared).await.unwrap();

@@ -6,3 +6,4 @@
 mod conformance;
 mod lifecycle;
 mod support;
+mod web;

@@ -170,3 +170,70 @@ fn token_list_suggest_and_narrow_from_the_command_line() {
     assert_eq!(unknown.code, Some(2), "{unknown:?}");
     assert!(unknown.stderr.contains("`abc` is not a token id"), "{}", unknown.stderr);
 }
+
+/// `patgate admin password USERNAME` with `input` on standard input.
+fn set_password(server: &Patgate, token: &str, username: &str, input: &str) -> Run {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_patgate"))
+        .args(["admin", "password", username])
+        .env("PATGATE_URL", format!("http://{}", server.addr))
+        .env("PATGATE_TOKEN", token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The status of `POST /api/v1/session` for `username` and `password`.
+fn sign_in(server: &Patgate, username: &str, password: &str) -> u16 {
+    server.post("/api/v1/session", &[], &json!({ "username": username, "password": password })).status
+}
+
+#[test]
+fn the_demo_prints_a_password_once_and_an_admin_sets_one_from_standard_input() {
+    let dir = TempDir::new("password");
+    let admin_file = dir.path().join("admin.token");
+    let server = Patgate::start(
+        "patgate",
+        dir.path(),
+        &["--database-url", "sqlite://patgate.db", "--demo", "--bootstrap-token-file", admin_file.to_str().unwrap()],
+    );
+    let admin_token = std::fs::read_to_string(&admin_file).unwrap().trim().to_owned();
+
+    // A random demo password, printed once on stderr, opens the demo users' accounts.
+    let log = server.log();
+    let announced = log.iter().position(|line| line.contains("sign in to the web UI with the password")).unwrap();
+    assert!(log[announced].contains("alice") && log[announced].contains("admin"), "{}", log[announced]);
+    let password = log[announced + 1..].iter().map(|line| line.trim()).find(|line| !line.is_empty()).unwrap();
+    assert_eq!(password.len(), 19, "{password}");
+    assert_eq!(sign_in(&server, "alice", password), 200);
+    assert_eq!(sign_in(&server, "admin", password), 200);
+    assert_eq!(sign_in(&server, "mallory", password), 401, "blocked");
+    assert_eq!(sign_in(&server, "alice", "a password nobody chose"), 401);
+
+    // An administrator sets alice's password; it is read from standard input, one line.
+    let set = set_password(&server, &admin_token, "alice", "a new password for alice\n");
+    assert_eq!(set.code, Some(0), "{set:?}");
+    assert!(set.stdout.contains("password of alice set"), "{}", set.stdout);
+    assert!(!set.stdout.contains("a new password") && !set.stderr.contains("a new password"), "{set:?}");
+    assert_eq!(sign_in(&server, "alice", password), 401);
+    assert_eq!(sign_in(&server, "alice", "a new password for alice"), 200);
+    // The server's rules, named; nothing read means nothing sent.
+    let short = set_password(&server, &admin_token, "alice", "too short\r\n");
+    assert_eq!(short.code, Some(1), "{short:?}");
+    assert!(short.stderr.contains("422 invalid_password") && short.stderr.contains("12 characters"), "{short:?}");
+    let empty = set_password(&server, &admin_token, "alice", "");
+    assert_eq!(empty.code, Some(2), "{empty:?}");
+    assert_eq!(sign_in(&server, "alice", "a new password for alice"), 200);
+    // Nothing of the passwords reached the server's log.
+    let log = server.log().join("\n");
+    assert!(!log.contains("a new password for alice") && !log.contains("argon2"), "{log}");
+}
