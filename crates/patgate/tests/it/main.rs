@@ -10,4 +10,5 @@ mod cli;
 mod crash;
 mod nginx;
 mod replicas;
+mod shutdown;
 mod support;

@@ -137,6 +137,15 @@ impl Patgate {
         server
     }
 
+    /// Asks the server to stop (SIGTERM, as a service manager does) and waits for it to
+    /// exit; whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().is_ok_and(|status| status.success());
+        assert!(sent, "{}: kill -TERM {pid} failed", self.name);
+        self.child.wait().is_ok_and(|status| status.success())
+    }
+
     /// Everything the process wrote to stderr so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
