@@ -308,10 +308,14 @@ pub fn authorize_with(
         let operation = Operation::Covered { permissions, boundary };
         return by_session(shared, credentials, operation, read_only, on_own_token).map(|(caller, _)| caller);
     };
+    attempt(shared, credentials)?;
     let now = shared.clock.now();
     let engine = shared.engine();
     let token = match patgate_core::authenticate(&engine.index, &engine.format, &engine.key, &presented) {
-        Ok(token) => token,
+        Ok(token) => {
+            authenticated(shared, credentials);
+            token
+        }
         Err(reason) => {
             // `deny_error` reads the engine again: release it first.
             drop(engine);
@@ -358,6 +362,7 @@ pub fn authenticate_only(shared: &Shared, credentials: &Credentials) -> Result<C
     let Some(presented) = presented_token(&credentials.headers, None) else {
         return by_session(shared, credentials, Operation::Always, true, true).map(|(caller, _)| caller);
     };
+    attempt(shared, credentials)?;
     let now = shared.clock.now();
     let engine = shared.engine();
     let request = Request {
@@ -368,6 +373,7 @@ pub fn authenticate_only(shared: &Shared, credentials: &Credentials) -> Result<C
         client_ip: None,
     };
     let outcome = patgate_core::authenticate(&engine.index, &engine.format, &engine.key, &presented).map(|token| {
+        authenticated(shared, credentials);
         let decision = decide_under(&engine.resources, &engine.index.directory, &engine.policy, token, &request, now);
         (decision, token.clone())
     });
@@ -386,5 +392,24 @@ pub fn authenticate_only(shared: &Shared, credentials: &Credentials) -> Result<C
             (Err(reason), _) => Err(deny_error(shared, reason)),
             (Ok(_), None) => Err(ApiError::Internal("allowed token without owner".to_owned())),
         },
+    }
+}
+
+/// Failed authentication is rate-limited per client address (DESIGN §6): each token
+/// presented to the management API takes one from its address's bucket (a `429` with
+/// `Retry-After` when it is empty), and [`authenticated`] gives it back, so only failures
+/// count. The decision endpoints are not limited: they answer for a proxy, whose client
+/// address is not the caller's.
+fn attempt(shared: &Shared, credentials: &Credentials) -> Result<(), ApiError> {
+    match credentials.client_ip {
+        Some(address) => shared.auth_limiter.check(address).map_err(ApiError::RateLimited),
+        None => Ok(()),
+    }
+}
+
+/// The presented token authenticated: its attempt does not count.
+fn authenticated(shared: &Shared, credentials: &Credentials) {
+    if let Some(address) = credentials.client_ip {
+        shared.auth_limiter.refund(address);
     }
 }

@@ -72,6 +72,8 @@ pub struct Shared {
     pub leak_limiter: RateLimiter,
     /// Sign-in failures per client address.
     pub sign_in_limiter: RateLimiter,
+    /// Failed token authentications on the management API per client address.
+    pub auth_limiter: RateLimiter,
     /// The header a trusted proxy names the signed-in user in (`ui_trusted_user_header`),
     /// honoured only from [`Shared::trusted_proxies`]; `None` turns that sign-in off.
     pub ui_trusted_user_header: Option<axum::http::HeaderName>,
@@ -108,6 +110,11 @@ fn holder_name() -> String {
 /// Leak reports a client address may send at once, and per minute after that.
 pub const LEAK_REPORT_BURST: u32 = 30;
 pub const LEAK_REPORTS_PER_MINUTE: u32 = 30;
+
+/// Failed token authentications (an unknown, malformed, expired or revoked token) a client
+/// address may have on the management API at once, and per minute after that.
+pub const FAILED_AUTH_BURST: u32 = 30;
+pub const FAILED_AUTHS_PER_MINUTE: u32 = 30;
 
 /// The handle handlers receive.
 pub type AppState = Arc<Shared>;
@@ -193,6 +200,7 @@ impl Shared {
                 crate::session::SIGN_IN_FAILURE_BURST,
                 crate::session::SIGN_IN_FAILURES_PER_MINUTE,
             ),
+            auth_limiter: RateLimiter::new(FAILED_AUTH_BURST, FAILED_AUTHS_PER_MINUTE),
             ui_trusted_user_header: None,
             password_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),

@@ -653,3 +653,31 @@ async fn rotation_keeps_the_lifetime_in_whole_days_from_the_creation_date() {
     let second = app.call("POST", &format!("{TOKENS}/{second_id}/rotate"), Some(&app.admin), None).await;
     assert_eq!(second.json()["expires_at"], "2027-02-01", "{}", second.text());
 }
+
+/// Failed token authentication is rate-limited per client address: 30 failures at once,
+/// then the address is refused (429, `Retry-After`) even with a good token, while other
+/// addresses are served; successes never count.
+#[tokio::test]
+async fn failed_authentication_is_rate_limited_per_address() {
+    let app = App::new().await;
+    let own = "/api/v1/personal_access_tokens/self";
+    let guesser = "198.51.100.7";
+    let wrong = format!("{}x", &app.alice[..app.alice.len() - 1]);
+    for attempt in 0..30 {
+        let reply = app.call_from(guesser, "GET", own, &wrong).await;
+        assert_eq!(reply.status.as_u16(), 401, "attempt {attempt}: {}", reply.text());
+    }
+    let refused = app.call_from(guesser, "GET", own, &wrong).await;
+    refused.expect_error(429, "rate_limited");
+    assert!(refused.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n >= 1)));
+    // The address is refused whatever it presents now…
+    app.call_from(guesser, "GET", own, &app.alice).await.expect(429);
+    // …others are not, and many successes from one address never run its bucket dry.
+    for _ in 0..100 {
+        app.call_from("198.51.100.8", "GET", own, &app.alice).await.expect(200);
+    }
+    // The decision endpoint answers for a proxy: not limited by the failures above.
+    let body = serde_json::json!({ "token": wrong, "method": "GET", "path": "/api/v4/user", "client_ip": guesser });
+    let decided = app.call_raw_from(guesser, "POST", "/api/v1/decide", body.to_string()).await;
+    assert_eq!(decided.expect(200).json()["reason"], "invalid_token");
+}
