@@ -9,3 +9,4 @@ mod properties;
 mod suggest;
 mod table;
 mod validate;
+mod world;

@@ -2,104 +2,16 @@
 //! widens, selected groups cover exactly their descendants, and dead tokens stay dead.
 
 use patgate_core::{
-    Action, ActionSet, Authority, BoundaryRef, Decision, DenyReason, Directory, Grant, GroupId, LegacyScope, Locator,
-    MembershipTarget, Permission, PermissionSet, ProjectId, Reach, Request, Requirement, Resources, Role, ScopeSet,
-    Timestamp, TokenId, TokenRecord, UserId, UserLocator, UserState, Visibility, decide,
+    Action, ActionSet, Authority, BoundaryRef, DenyReason, Directory, Grant, GroupId, LegacyScope, Locator,
+    MembershipTarget, Permission, PermissionSet, ProjectId, Reach, Request, Requirement, Resources, Role, Timestamp,
+    TokenId, TokenRecord, UserId, UserState, Visibility, decide,
 };
 use proptest::prelude::*;
 
-const USERS: usize = 4;
-const NOW: Timestamp = Timestamp(1_800_000_000);
-
-/// A world described by plain numbers, so the oracle can reason about it without the
-/// engine's code.
-#[derive(Clone, Debug)]
-struct World {
-    /// Per group: its parent (an earlier group) and visibility.
-    groups: Vec<(Option<usize>, Visibility)>,
-    /// Per project: namespace (Ok(group) or Err(user)) and visibility.
-    projects: Vec<(Result<usize, usize>, Visibility)>,
-    /// (user, target, role): target Ok(group) / Err(project).
-    memberships: Vec<(usize, Result<usize, usize>, Role)>,
-    admins: [bool; USERS],
-    blocked: [bool; USERS],
-}
-
-#[derive(Clone, Debug)]
-enum ReachSpec {
-    Personal,
-    All,
-    Selected(Vec<usize>, Vec<usize>),
-    User,
-    Instance,
-}
-
-#[derive(Clone, Debug)]
-struct TokenSpec {
-    owner: usize,
-    legacy: Option<Vec<LegacyScope>>,
-    grants: Vec<(ReachSpec, Vec<(usize, ActionSet)>)>,
-}
-
-#[derive(Clone, Debug)]
-enum BoundarySpec {
-    Project(usize),
-    Group(usize),
-    User(usize),
-    Instance,
-}
-
-#[derive(Clone, Debug)]
-struct RequestSpec {
-    /// Indices into the list of (resource, action) pairs that exist at the boundary.
-    permissions: Vec<usize>,
-    boundary: BoundarySpec,
-}
-
-fn visibility() -> impl Strategy<Value = Visibility> {
-    prop_oneof![4 => Just(Visibility::Private), 1 => Just(Visibility::Internal), 2 => Just(Visibility::Public)]
-}
-
-fn role() -> impl Strategy<Value = Role> {
-    prop::sample::select(Role::ALL.to_vec())
-}
-
-fn world() -> impl Strategy<Value = World> {
-    (1_usize..8, 1_usize..10).prop_flat_map(|(group_count, project_count)| {
-        let groups = (0..group_count)
-            .map(|index| {
-                let parent = if index == 0 {
-                    Just(None).boxed()
-                } else {
-                    prop_oneof![1 => Just(None), 3 => (0..index).prop_map(Some)].boxed()
-                };
-                (parent, visibility())
-            })
-            .collect::<Vec<_>>();
-        let projects = prop::collection::vec(
-            (prop_oneof![4 => (0..group_count).prop_map(Ok), 1 => (0..USERS).prop_map(Err)], visibility()),
-            project_count,
-        );
-        let target = prop_oneof![(0..group_count).prop_map(Ok), (0..project_count).prop_map(Err)];
-        // A user holds one role per group or project (`set_membership` replaces), so the world
-        // keeps the last role generated for each pair, exactly as the directory does.
-        let memberships = prop::collection::vec((0..USERS, target, role()), 0..12).prop_map(|mut all| {
-            let mut seen = std::collections::HashSet::new();
-            all.reverse();
-            all.retain(|(user, target, _)| seen.insert((*user, *target)));
-            all.reverse();
-            all
-        });
-        let flags = prop::array::uniform4(prop::bool::weighted(0.1));
-        (groups, projects, memberships, flags, prop::array::uniform4(prop::bool::weighted(0.1))).prop_map(
-            |(groups, projects, memberships, admins, blocked)| World { groups, projects, memberships, admins, blocked },
-        )
-    })
-}
-
-fn action_set() -> impl Strategy<Value = ActionSet> {
-    (1_u8..16).prop_map(|bits| Action::ALL.into_iter().filter(|a| bits & (1 << (*a as u8)) != 0).collect())
-}
+use crate::world::{
+    BoundarySpec, NOW, ReachSpec, TokenSpec, USERS, World, action_set, ask, build, build_token, permissions_for,
+    request, resource_count, world,
+};
 
 fn token(resource_count: usize) -> impl Strategy<Value = TokenSpec> {
     let reach = prop_oneof![
@@ -115,147 +27,6 @@ fn token(resource_count: usize) -> impl Strategy<Value = TokenSpec> {
     let legacy =
         prop::option::weighted(0.3, prop::collection::vec(prop::sample::select(LegacyScope::ALL.to_vec()), 1..4));
     (0..USERS, legacy, grants).prop_map(|(owner, legacy, grants)| TokenSpec { owner, legacy, grants })
-}
-
-fn request() -> impl Strategy<Value = RequestSpec> {
-    let boundary = prop_oneof![
-        4 => (0_usize..10).prop_map(BoundarySpec::Project),
-        2 => (0_usize..8).prop_map(BoundarySpec::Group),
-        1 => (0..USERS).prop_map(BoundarySpec::User),
-        1 => Just(BoundarySpec::Instance),
-    ];
-    (prop::collection::vec(any::<usize>(), 1..3), boundary)
-        .prop_map(|(permissions, boundary)| RequestSpec { permissions, boundary })
-}
-
-fn group_path(world: &World, index: usize) -> String {
-    match world.groups[index].0 {
-        Some(parent) => format!("{}/g{index}", group_path(world, parent)),
-        None => format!("g{index}"),
-    }
-}
-
-fn project_path(world: &World, index: usize) -> String {
-    match world.projects[index].0 {
-        Ok(group) => format!("{}/p{index}", group_path(world, group)),
-        Err(user) => format!("u{user}/p{index}"),
-    }
-}
-
-fn build(world: &World) -> Directory {
-    let mut directory = Directory::new();
-    for user in 0..USERS {
-        let state = if world.blocked[user] { UserState::Blocked } else { UserState::Active };
-        directory.upsert_user(UserId(user as u64), &format!("u{user}"), state, world.admins[user]).unwrap();
-    }
-    for (index, (_, visibility)) in world.groups.iter().enumerate() {
-        directory.insert_group(GroupId(index as u64), &group_path(world, index), *visibility).unwrap();
-    }
-    for (index, (_, visibility)) in world.projects.iter().enumerate() {
-        directory.insert_project(ProjectId(index as u64), &project_path(world, index), *visibility).unwrap();
-    }
-    for (user, target, role) in &world.memberships {
-        directory.set_membership(UserId(*user as u64), membership_target(*target), *role).unwrap();
-    }
-    directory
-}
-
-fn membership_target(target: Result<usize, usize>) -> MembershipTarget {
-    match target {
-        Ok(group) => MembershipTarget::Group(GroupId(group as u64)),
-        Err(project) => MembershipTarget::Project(ProjectId(project as u64)),
-    }
-}
-
-fn resource_list(resources: &Resources) -> Vec<patgate_core::ResourceId> {
-    resources.iter().map(|(id, _)| id).collect()
-}
-
-fn build_token(spec: &TokenSpec, resources: &Resources, world: &World) -> TokenRecord {
-    let ids = resource_list(resources);
-    let authority = match &spec.legacy {
-        Some(scopes) => Authority::Legacy(scopes.iter().copied().collect::<ScopeSet>()),
-        None => Authority::FineGrained(
-            spec.grants
-                .iter()
-                .map(|(reach, permissions)| Grant {
-                    reach: match reach {
-                        ReachSpec::Personal => Reach::PersonalProjects,
-                        ReachSpec::All => Reach::AllMemberships,
-                        ReachSpec::Selected(projects, groups) => Reach::Selected {
-                            projects: projects
-                                .iter()
-                                .filter(|p| **p < world.projects.len())
-                                .map(|p| ProjectId(*p as u64))
-                                .collect(),
-                            groups: groups
-                                .iter()
-                                .filter(|g| **g < world.groups.len())
-                                .map(|g| GroupId(*g as u64))
-                                .collect(),
-                        },
-                        ReachSpec::User => Reach::User,
-                        ReachSpec::Instance => Reach::Instance,
-                    },
-                    permissions: PermissionSet::new(permissions.iter().map(|(r, a)| (ids[*r], *a))),
-                })
-                .collect(),
-        ),
-    };
-    TokenRecord {
-        id: TokenId(1),
-        owner: UserId(spec.owner as u64),
-        authority,
-        expires_at: Some(NOW.plus_days(30)),
-        created_at: NOW,
-        revoked_at: None,
-        allowed_ips: Box::new([]),
-    }
-}
-
-/// The permissions a request spec names, restricted to those that exist at its boundary.
-fn permissions_for(spec: &RequestSpec, resources: &Resources) -> Vec<Permission> {
-    let kind = match spec.boundary {
-        BoundarySpec::Project(_) => patgate_core::BoundaryKind::Project,
-        BoundarySpec::Group(_) => patgate_core::BoundaryKind::Group,
-        BoundarySpec::User(_) => patgate_core::BoundaryKind::User,
-        BoundarySpec::Instance => patgate_core::BoundaryKind::Instance,
-    };
-    let existing: Vec<Permission> = resources
-        .iter()
-        .flat_map(|(id, def)| {
-            let row = def.row(kind).copied();
-            Action::ALL.into_iter().filter_map(move |action| {
-                row.and_then(|row| row.requirement(action)).map(|_| Permission { resource: id, action })
-            })
-        })
-        .collect();
-    let mut chosen: Vec<Permission> = spec.permissions.iter().map(|i| existing[i % existing.len()]).collect();
-    chosen.sort();
-    chosen.dedup();
-    chosen
-}
-
-fn ask(
-    resources: &Resources,
-    directory: &Directory,
-    world: &World,
-    token: &TokenRecord,
-    spec: &RequestSpec,
-    permissions: &[Permission],
-) -> Decision {
-    let path;
-    let boundary = match spec.boundary {
-        BoundarySpec::Project(index) if index < world.projects.len() => {
-            path = project_path(world, index);
-            BoundaryRef::Project(Locator::Path(&path))
-        }
-        BoundarySpec::Project(index) => BoundaryRef::Project(Locator::Id(index as u64)),
-        BoundarySpec::Group(index) => BoundaryRef::Group(Locator::Id(index as u64)),
-        BoundarySpec::User(index) => BoundaryRef::User(UserLocator::Id(index as u64)),
-        BoundarySpec::Instance => BoundaryRef::Instance,
-    };
-    decide(resources, directory, token, &Request::api(permissions, boundary), NOW)
 }
 
 /// The owner's role in a project or group, computed naively from the world description.
@@ -306,11 +77,11 @@ proptest! {
     /// Whatever the token says, an allowed request is within what the owner's live role (or
     /// a non-member's view of a public or internal boundary) allows.
     #[test]
-    fn never_beyond_the_owners_live_role(world in world(), token_spec in token(resource_count()), request in request()) {
+    fn never_beyond_the_owners_live_role(world in world(12, 0.1, 0.1), token_spec in token(resource_count()), request in request(0.0)) {
         let resources = Resources::builtin().unwrap();
         let directory = build(&world);
         let token = build_token(&TokenSpec { owner: token_spec.owner, ..token_spec.clone() }, &resources, &world);
-        let permissions = permissions_for(&request, &resources);
+        let permissions = permissions_for(&request, &resources, &[]);
         let decision = ask(&resources, &directory, &world, &token, &request, &permissions);
         let Ok(basis) = decision.outcome else { return Ok(()) };
         let owner = token_spec.owner;
@@ -353,15 +124,15 @@ proptest! {
     /// Removing a membership, a grant or one permission never turns a deny into an allow.
     #[test]
     fn narrowing_never_widens(
-        world in world(),
+        world in world(12, 0.1, 0.1),
         token_spec in token(resource_count()),
-        request in request(),
+        request in request(0.0),
         pick in any::<prop::sample::Index>(),
     ) {
         let resources = Resources::builtin().unwrap();
         let directory = build(&world);
         let token = build_token(&token_spec, &resources, &world);
-        let permissions = permissions_for(&request, &resources);
+        let permissions = permissions_for(&request, &resources, &[]);
         let before = ask(&resources, &directory, &world, &token, &request, &permissions);
         prop_assume!(!before.is_allowed());
 
@@ -394,11 +165,11 @@ proptest! {
     /// A blocked or deleted owner, a revoked token and an expired token are always denied,
     /// with that reason, whatever the request.
     #[test]
-    fn dead_tokens_stay_dead(world in world(), token_spec in token(resource_count()), request in request(), seconds in 0_i64..100_000) {
+    fn dead_tokens_stay_dead(world in world(12, 0.1, 0.1), token_spec in token(resource_count()), request in request(0.0), seconds in 0_i64..100_000) {
         let resources = Resources::builtin().unwrap();
         let mut directory = build(&world);
         let mut token = build_token(&token_spec, &resources, &world);
-        let permissions = permissions_for(&request, &resources);
+        let permissions = permissions_for(&request, &resources, &[]);
 
         let mut revoked = token.clone();
         revoked.revoked_at = Some(NOW);
@@ -421,7 +192,7 @@ proptest! {
     /// A selected group covers exactly itself and its descendants, projects included; moving
     /// a project out of it removes the project from the reach.
     #[test]
-    fn selected_groups_cover_exactly_their_descendants(world in world(), pick in any::<prop::sample::Index>()) {
+    fn selected_groups_cover_exactly_their_descendants(world in world(12, 0.1, 0.1), pick in any::<prop::sample::Index>()) {
         let selected = pick.index(world.groups.len());
         let mut directory = build(&world);
         let owner = directory.user(UserId(0)).unwrap().clone();
@@ -487,8 +258,4 @@ fn a_project_moved_out_of_a_selected_group_is_outside_reach() {
     assert_eq!(ask(&directory).reason(), Some(DenyReason::OutsideReach));
     directory.move_project(ProjectId(1), "acme/platform").unwrap();
     assert!(ask(&directory).is_allowed());
-}
-
-fn resource_count() -> usize {
-    Resources::builtin().unwrap().len()
 }

@@ -2,13 +2,15 @@
 //! crate's own validation, and never allow what the original token does not.
 
 use patgate_core::{
-    Action, ActionSet, Authority, Basis, Boundary, BoundaryKind, BoundaryRef, Decision, DenyReason, Directory, Grant,
-    GroupId, LeftOut, LeftOutReason, LegacyScope, Locator, MembershipTarget, Observed, Permission, PermissionSet,
-    ProjectId, Reach, ReachKind, Request, ResourceId, Resources, Role, ScopeSet, Suggestion, Timestamp, TokenId,
-    TokenRecord, UserId, UserLocator, UserState, Visibility, decide, suggest,
+    Action, ActionSet, Authority, Basis, Boundary, BoundaryRef, Decision, DenyReason, Directory, Grant, GroupId,
+    LeftOut, LeftOutReason, LegacyScope, Locator, MembershipTarget, Observed, Permission, PermissionSet, ProjectId,
+    Reach, ReachKind, Request, Resources, Role, ScopeSet, Suggestion, Timestamp, TokenId, TokenRecord, UserId,
+    UserLocator, UserState, Visibility, decide, suggest,
     validate::{AuthoritySpec, GrantSpec, LifetimePolicy, NewTokenSpec, validate_new_token},
 };
 use proptest::prelude::*;
+
+use crate::world;
 
 const NOW: Timestamp = Timestamp(1_800_000_000);
 
@@ -410,111 +412,13 @@ mod examples {
     }
 }
 
-/// Random worlds, tokens and requests, in the manner of `properties.rs` (copied, trimmed).
+/// The distributions of this test: tokens that mostly hold what their requests ask for
+/// (`crate::world` builds and asks).
 mod random {
-    use super::*;
+    use patgate_core::{Action, Authority, LegacyScope, Permission, Resources};
+    use proptest::prelude::*;
 
-    const USERS: usize = 4;
-
-    #[derive(Clone, Debug)]
-    pub(super) struct World {
-        /// Per group: its parent (an earlier group) and visibility.
-        groups: Vec<(Option<usize>, Visibility)>,
-        /// Per project: namespace (Ok(group) or Err(user)) and visibility.
-        projects: Vec<(Result<usize, usize>, Visibility)>,
-        /// (user, target, role): target Ok(group) / Err(project).
-        memberships: Vec<(usize, Result<usize, usize>, Role)>,
-        admins: [bool; USERS],
-        blocked: [bool; USERS],
-    }
-
-    #[derive(Clone, Debug)]
-    enum ReachSpec {
-        Personal,
-        All,
-        Selected(Vec<usize>, Vec<usize>),
-        User,
-        Instance,
-    }
-
-    #[derive(Clone, Debug)]
-    pub(super) struct TokenSpec {
-        owner: usize,
-        legacy: Option<Vec<LegacyScope>>,
-        grants: Vec<(ReachSpec, Vec<(usize, ActionSet)>)>,
-    }
-
-    #[derive(Clone, Debug)]
-    enum BoundarySpec {
-        Project(usize),
-        Group(usize),
-        User(usize),
-        Instance,
-    }
-
-    #[derive(Clone, Debug)]
-    pub(super) struct RequestSpec {
-        /// Indices into the (resource, action) pairs that exist at the boundary and are in
-        /// the pool the request draws from.
-        permissions: Vec<usize>,
-        boundary: BoundarySpec,
-        /// Whether to draw from the pool (the permissions the token holds) rather than from
-        /// everything, so that enough requests are allowed to say something.
-        from_pool: bool,
-    }
-
-    fn visibility() -> impl Strategy<Value = Visibility> {
-        prop_oneof![4 => Just(Visibility::Private), 1 => Just(Visibility::Internal), 2 => Just(Visibility::Public)]
-    }
-
-    pub(super) fn world() -> impl Strategy<Value = World> {
-        (1_usize..8, 1_usize..10).prop_flat_map(|(group_count, project_count)| {
-            let groups = (0..group_count)
-                .map(|index| {
-                    let parent = if index == 0 {
-                        Just(None).boxed()
-                    } else {
-                        prop_oneof![1 => Just(None), 3 => (0..index).prop_map(Some)].boxed()
-                    };
-                    (parent, visibility())
-                })
-                .collect::<Vec<_>>();
-            let projects = prop::collection::vec(
-                (prop_oneof![4 => (0..group_count).prop_map(Ok), 1 => (0..USERS).prop_map(Err)], visibility()),
-                project_count,
-            );
-            let target = prop_oneof![(0..group_count).prop_map(Ok), (0..project_count).prop_map(Err)];
-            // One role per (user, target), the last one generated, as the directory keeps it.
-            let memberships =
-                prop::collection::vec((0..USERS, target, prop::sample::select(Role::ALL.to_vec())), 0..20).prop_map(
-                    |mut all| {
-                        let mut seen = std::collections::HashSet::new();
-                        all.reverse();
-                        all.retain(|(user, target, _)| seen.insert((*user, *target)));
-                        all.reverse();
-                        all
-                    },
-                );
-            (
-                groups,
-                projects,
-                memberships,
-                prop::array::uniform4(prop::bool::weighted(0.25)),
-                prop::array::uniform4(prop::bool::weighted(0.05)),
-            )
-                .prop_map(|(groups, projects, memberships, admins, blocked)| World {
-                    groups,
-                    projects,
-                    memberships,
-                    admins,
-                    blocked,
-                })
-        })
-    }
-
-    fn action_set() -> impl Strategy<Value = ActionSet> {
-        (1_u8..16).prop_map(|bits| Action::ALL.into_iter().filter(|a| bits & (1 << (*a as u8)) != 0).collect())
-    }
+    use crate::world::{ReachSpec, TokenSpec, USERS, action_set};
 
     /// Mostly the scopes that open catalogued endpoints, the general ones and the narrow ones.
     fn legacy_scope() -> impl Strategy<Value = LegacyScope> {
@@ -541,87 +445,6 @@ mod random {
         (0..USERS, legacy, grants).prop_map(|(owner, legacy, grants)| TokenSpec { owner, legacy, grants })
     }
 
-    pub(super) fn request() -> impl Strategy<Value = RequestSpec> {
-        let boundary = prop_oneof![
-            4 => (0_usize..10).prop_map(BoundarySpec::Project),
-            2 => (0_usize..8).prop_map(BoundarySpec::Group),
-            1 => (0..USERS).prop_map(BoundarySpec::User),
-            1 => Just(BoundarySpec::Instance),
-        ];
-        (prop::collection::vec(any::<usize>(), 1..3), boundary, prop::bool::weighted(0.7))
-            .prop_map(|(permissions, boundary, from_pool)| RequestSpec { permissions, boundary, from_pool })
-    }
-
-    fn group_path(world: &World, index: usize) -> String {
-        match world.groups[index].0 {
-            Some(parent) => format!("{}/g{index}", group_path(world, parent)),
-            None => format!("g{index}"),
-        }
-    }
-
-    fn project_path(world: &World, index: usize) -> String {
-        match world.projects[index].0 {
-            Ok(group) => format!("{}/p{index}", group_path(world, group)),
-            Err(user) => format!("u{user}/p{index}"),
-        }
-    }
-
-    pub(super) fn build(world: &World) -> Directory {
-        let mut directory = Directory::new();
-        for user in 0..USERS {
-            let state = if world.blocked[user] { UserState::Blocked } else { UserState::Active };
-            directory.upsert_user(UserId(user as u64), &format!("u{user}"), state, world.admins[user]).unwrap();
-        }
-        for (index, (_, visibility)) in world.groups.iter().enumerate() {
-            directory.insert_group(GroupId(index as u64), &group_path(world, index), *visibility).unwrap();
-        }
-        for (index, (_, visibility)) in world.projects.iter().enumerate() {
-            directory.insert_project(ProjectId(index as u64), &project_path(world, index), *visibility).unwrap();
-        }
-        for (user, target, role) in &world.memberships {
-            let target = match *target {
-                Ok(group) => MembershipTarget::Group(GroupId(group as u64)),
-                Err(project) => MembershipTarget::Project(ProjectId(project as u64)),
-            };
-            directory.set_membership(UserId(*user as u64), target, *role).unwrap();
-        }
-        directory
-    }
-
-    pub(super) fn build_token(spec: &TokenSpec, resources: &Resources, world: &World) -> TokenRecord {
-        let ids: Vec<ResourceId> = resources.iter().map(|(id, _)| id).collect();
-        let authority = match &spec.legacy {
-            Some(scopes) => Authority::Legacy(scopes.iter().copied().collect::<ScopeSet>()),
-            None => Authority::FineGrained(
-                spec.grants
-                    .iter()
-                    .map(|(reach, permissions)| Grant {
-                        reach: match reach {
-                            ReachSpec::Personal => Reach::PersonalProjects,
-                            ReachSpec::All => Reach::AllMemberships,
-                            ReachSpec::Selected(projects, groups) => Reach::Selected {
-                                projects: projects
-                                    .iter()
-                                    .filter(|p| **p < world.projects.len())
-                                    .map(|p| ProjectId(*p as u64))
-                                    .collect(),
-                                groups: groups
-                                    .iter()
-                                    .filter(|g| **g < world.groups.len())
-                                    .map(|g| GroupId(*g as u64))
-                                    .collect(),
-                            },
-                            ReachSpec::User => Reach::User,
-                            ReachSpec::Instance => Reach::Instance,
-                        },
-                        permissions: PermissionSet::new(permissions.iter().map(|(r, a)| (ids[*r], *a))),
-                    })
-                    .collect(),
-            ),
-        };
-        record(spec.owner as u64, authority)
-    }
-
     /// Every permission `authority` names; for a legacy token, those of the resources its
     /// narrow scopes open (repository, runner, …).
     pub(super) fn pool(resources: &Resources, authority: &Authority) -> Vec<Permission> {
@@ -643,58 +466,6 @@ mod random {
             }
         }
     }
-
-    /// The permissions a request spec names: among those that exist at its boundary, from
-    /// `pool` when the spec says so and the pool has some there.
-    pub(super) fn permissions_for(spec: &RequestSpec, resources: &Resources, pool: &[Permission]) -> Vec<Permission> {
-        let kind = match spec.boundary {
-            BoundarySpec::Project(_) => BoundaryKind::Project,
-            BoundarySpec::Group(_) => BoundaryKind::Group,
-            BoundarySpec::User(_) => BoundaryKind::User,
-            BoundarySpec::Instance => BoundaryKind::Instance,
-        };
-        let existing: Vec<Permission> = resources
-            .iter()
-            .flat_map(|(id, def)| {
-                let row = def.row(kind).copied();
-                Action::ALL.into_iter().filter_map(move |action| {
-                    row.and_then(|row| row.requirement(action)).map(|_| Permission { resource: id, action })
-                })
-            })
-            .collect();
-        let pooled: Vec<Permission> = existing.iter().filter(|p| pool.contains(p)).copied().collect();
-        let from = if spec.from_pool && !pooled.is_empty() { &pooled } else { &existing };
-        let mut chosen: Vec<Permission> = spec.permissions.iter().map(|i| from[i % from.len()]).collect();
-        chosen.sort();
-        chosen.dedup();
-        chosen
-    }
-
-    pub(super) fn ask(
-        resources: &Resources,
-        directory: &Directory,
-        world: &World,
-        token: &TokenRecord,
-        spec: &RequestSpec,
-        permissions: &[Permission],
-    ) -> Decision {
-        let path;
-        let boundary = match spec.boundary {
-            BoundarySpec::Project(index) if index < world.projects.len() => {
-                path = project_path(world, index);
-                BoundaryRef::Project(Locator::Path(&path))
-            }
-            BoundarySpec::Project(index) => BoundaryRef::Project(Locator::Id(index as u64)),
-            BoundarySpec::Group(index) => BoundaryRef::Group(Locator::Id(index as u64)),
-            BoundarySpec::User(index) => BoundaryRef::User(UserLocator::Id(index as u64)),
-            BoundarySpec::Instance => BoundaryRef::Instance,
-        };
-        decide(resources, directory, token, &Request::api(permissions, boundary), NOW)
-    }
-}
-
-fn resource_count() -> usize {
-    Resources::builtin().unwrap().len()
 }
 
 proptest! {
@@ -708,22 +479,22 @@ proptest! {
     /// passes the crate's validation for the owner.
     #[test]
     fn the_suggestion_replays_every_use_and_is_never_broader(
-        world in random::world(),
-        token_spec in random::token(resource_count()),
-        used in prop::collection::vec(random::request(), 1..24),
-        fresh in prop::collection::vec(random::request(), 0..24),
+        world in world::world(20, 0.25, 0.05),
+        token_spec in random::token(world::resource_count()),
+        used in prop::collection::vec(world::request(0.7), 1..24),
+        fresh in prop::collection::vec(world::request(0.7), 0..24),
     ) {
         let resources = Resources::builtin().unwrap();
-        let directory = random::build(&world);
-        let token = random::build_token(&token_spec, &resources, &world);
+        let directory = world::build(&world);
+        let token = world::build_token(&token_spec, &resources, &world);
         let owner = directory.user(token.owner).unwrap();
         let held = random::pool(&resources, &token.authority);
 
         let mut observed = Vec::new();
         let mut allowed = Vec::new();
         for spec in &used {
-            let permissions = random::permissions_for(spec, &resources, &held);
-            let decision = random::ask(&resources, &directory, &world, &token, spec, &permissions);
+            let permissions = world::permissions_for(spec, &resources, &held);
+            let decision = world::ask(&resources, &directory, &world, &token, spec, &permissions);
             if let Ok(Basis::FineGrained | Basis::Legacy) = decision.outcome {
                 let boundary = decision.boundary.unwrap();
                 observed.extend(permissions.iter().map(|&permission| Observed { permission, boundary }));
@@ -752,7 +523,7 @@ proptest! {
 
         // (a) replay.
         for (spec, permissions) in &allowed {
-            let decision = random::ask(&resources, &directory, &world, &narrow, spec, permissions);
+            let decision = world::ask(&resources, &directory, &world, &narrow, spec, permissions);
             let boundary = decision.boundary.unwrap();
             if permissions.iter().all(|&permission| carried(&Observed { permission, boundary })) {
                 prop_assert_eq!(decision.outcome, Ok(Basis::FineGrained), "{:?} {:?}", spec, permissions);
@@ -763,12 +534,12 @@ proptest! {
         // suggestion holds.
         let suggested = random::pool(&resources, &narrow.authority);
         for spec in used.iter().chain(&fresh) {
-            let permissions = random::permissions_for(spec, &resources, &suggested);
-            let after = random::ask(&resources, &directory, &world, &narrow, spec, &permissions);
+            let permissions = world::permissions_for(spec, &resources, &suggested);
+            let after = world::ask(&resources, &directory, &world, &narrow, spec, &permissions);
             if after.outcome != Ok(Basis::FineGrained) {
                 continue;
             }
-            let before = random::ask(&resources, &directory, &world, &token, spec, &permissions);
+            let before = world::ask(&resources, &directory, &world, &token, spec, &permissions);
             match &token.authority {
                 Authority::FineGrained(_) => {
                     prop_assert!(before.is_allowed(), "suggestion allows {:?} {:?}, original: {:?}", spec, permissions, before);
@@ -777,7 +548,7 @@ proptest! {
                 Authority::Legacy(_) => {
                     prop_assert!(matches!(before.reason(), Some(DenyReason::LegacyScopeInsufficient(_))), "{:?}", before);
                     for permission in &permissions {
-                        let alone = random::ask(&resources, &directory, &world, &token, spec, std::slice::from_ref(permission));
+                        let alone = world::ask(&resources, &directory, &world, &token, spec, std::slice::from_ref(permission));
                         prop_assert!(alone.is_allowed(), "suggestion allows {:?} at {:?}, original: {:?}", permission, spec, alone);
                     }
                 }
