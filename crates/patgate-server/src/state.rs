@@ -148,6 +148,13 @@ async fn load_index(store: &SqlStore) -> Result<(Index, i64), StoreError> {
 }
 
 impl Shared {
+    /// The id of the user named `username`, or a 404 naming it.
+    pub fn user_id(&self, username: &str) -> Result<patgate_core::UserId, ApiError> {
+        let engine = self.engine();
+        let user = engine.index.directory.user_by_name(username);
+        user.map(|user| user.id).ok_or_else(|| ApiError::NotFound(format!("user `{username}` does not exist")))
+    }
+
     /// Loads the index and settings from the store.
     pub async fn load(
         store: SqlStore,

@@ -227,13 +227,7 @@ async fn set_state(
     event: &'static str,
 ) -> Result<StatusCode, ApiError> {
     let caller = admin(state, headers, "admin_user:update", false)?;
-    let user = state
-        .engine()
-        .index
-        .directory
-        .user_by_name(username)
-        .map(|user| user.id)
-        .ok_or_else(|| ApiError::NotFound(format!("user `{username}` does not exist")))?;
+    let user = state.user_id(username)?;
     state
         .store
         .set_user_state(user, new_state, Audit::new(event, actor(&caller), state.clock.now()).user(user))
@@ -284,13 +278,7 @@ pub async fn set_password(
     let caller = admin(&state, &headers, "admin_user:update", false)?;
     let body: SetPasswordRequest = body.json()?;
     body.password.check_rules("password")?;
-    let user = state
-        .engine()
-        .index
-        .directory
-        .user_by_name(&username)
-        .map(|user| user.id)
-        .ok_or_else(|| ApiError::NotFound(format!("user `{username}` does not exist")))?;
+    let user = state.user_id(&username)?;
     store_password(&state, user, &body.password, actor(&caller), state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -190,15 +190,7 @@ pub async fn audit_events(
         return Err(ApiError::invalid("`limit` must be 1 to 1000"));
     }
     let user = match (&query.user, caller.admin) {
-        (Some(name), true) => Some(
-            state
-                .engine()
-                .index
-                .directory
-                .user_by_name(name)
-                .map(|user| user.id)
-                .ok_or_else(|| ApiError::NotFound(format!("user `{name}` does not exist")))?,
-        ),
+        (Some(name), true) => Some(state.user_id(name)?),
         (None, true) => None,
         (Some(name), false) if *name != caller.username => {
             return Err(ApiError::Forbidden {

@@ -299,13 +299,7 @@ pub async fn create_for_user(
     let permission = admin_permission(&state, "admin_user:update")?;
     let caller = authorize(&state, &headers, &permission, BoundaryRef::Instance, false, false)?;
     let body: CreateTokenRequest = body.json()?;
-    let owner = state
-        .engine()
-        .index
-        .directory
-        .user_by_name(&username)
-        .map(|user| user.id)
-        .ok_or_else(|| ApiError::NotFound(format!("user `{username}` does not exist")))?;
+    let owner = state.user_id(&username)?;
     // The admin's own token must cover what it mints, as for any token minting a token.
     let response = mint(&state, &caller, owner, &body).await?;
     Ok((StatusCode::CREATED, Json(response)))
@@ -518,9 +512,7 @@ fn user_filter(state: &Shared, username: &str) -> Result<Option<UserId>, ApiErro
     if username == "*" {
         return Ok(None);
     }
-    let engine = state.engine();
-    let user = engine.index.directory.user_by_name(username);
-    Ok(Some(user.map(|user| user.id).ok_or_else(|| ApiError::NotFound(format!("user `{username}` does not exist")))?))
+    state.user_id(username).map(Some)
 }
 
 /// Loads a token the caller may act on: their own, or any for an admin.
