@@ -52,13 +52,7 @@ fn section<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
 #[test]
 fn token_list_suggest_and_narrow_from_the_command_line() {
     let dir = TempDir::new("cli");
-    let admin_file = dir.path().join("admin.token");
-    let server = Patgate::start(
-        "patgate",
-        dir.path(),
-        &["--database-url", "sqlite://patgate.db", "--demo", "--bootstrap-token-file", admin_file.to_str().unwrap()],
-    );
-    let admin_token = std::fs::read_to_string(&admin_file).unwrap().trim().to_owned();
+    let (server, admin_token) = Patgate::demo("patgate", dir.path());
     let admin = [("PRIVATE-TOKEN", admin_token.as_str())];
 
     // A token for bob like his demo one (whose secret only the server's stderr knows).
@@ -200,13 +194,7 @@ fn sign_in(server: &Patgate, username: &str, password: &str) -> u16 {
 #[test]
 fn the_demo_prints_a_password_once_and_an_admin_sets_one_from_standard_input() {
     let dir = TempDir::new("password");
-    let admin_file = dir.path().join("admin.token");
-    let server = Patgate::start(
-        "patgate",
-        dir.path(),
-        &["--database-url", "sqlite://patgate.db", "--demo", "--bootstrap-token-file", admin_file.to_str().unwrap()],
-    );
-    let admin_token = std::fs::read_to_string(&admin_file).unwrap().trim().to_owned();
+    let (server, admin_token) = Patgate::demo("patgate", dir.path());
 
     // A random demo password, printed once on stderr, opens the demo users' accounts.
     let log = server.log();

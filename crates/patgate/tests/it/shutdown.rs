@@ -9,17 +9,8 @@ use crate::support::{Patgate, TempDir};
 #[test]
 fn a_clean_shutdown_flushes_recorded_use() {
     let dir = TempDir::new("shutdown");
-    let admin_file = dir.path().join("admin.token").display().to_string();
-    let start = |demo: bool| {
-        let mut args = vec!["--database-url", "sqlite://patgate.db"];
-        if demo {
-            args.extend(["--demo", "--bootstrap-token-file", admin_file.as_str()]);
-        }
-        Patgate::start("shutdown", dir.path(), &args)
-    };
-    let mut server = start(true);
-    let admin = std::fs::read_to_string(&admin_file).unwrap();
-    let admin = [("PRIVATE-TOKEN", admin.trim())];
+    let (mut server, admin) = Patgate::demo("shutdown", dir.path());
+    let admin = [("PRIVATE-TOKEN", admin.as_str())];
     let alice = server.demo_token("alice").to_owned();
     let registry = "/api/v4/projects/acme%2Fplatform%2Fapi/registry/repositories";
     assert_eq!(server.decide(&alice, "GET", registry)["reason"], "allowed");
@@ -30,7 +21,7 @@ fn a_clean_shutdown_flushes_recorded_use() {
         server.log()
     );
 
-    let server = start(false);
+    let server = Patgate::start("shutdown", dir.path(), &["--database-url", "sqlite://patgate.db"]);
     let listed = server.get("/api/v1/personal_access_tokens?user=alice", &admin);
     assert_eq!(listed.status, 200, "{}", listed.text());
     let tokens: Value = listed.json();

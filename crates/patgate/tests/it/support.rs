@@ -146,6 +146,16 @@ impl Patgate {
         self.child.wait().is_ok_and(|status| status.success())
     }
 
+    /// `patgate serve --demo` on `sqlite://patgate.db` in `dir`, and the first admin's token.
+    pub fn demo(name: &str, dir: &Path) -> (Patgate, String) {
+        let admin_file = dir.join("admin.token");
+        let admin_file = admin_file.to_str().unwrap();
+        let args = ["--database-url", "sqlite://patgate.db", "--demo", "--bootstrap-token-file", admin_file];
+        let server = Patgate::start(name, dir, &args);
+        let admin = std::fs::read_to_string(admin_file).unwrap().trim().to_owned();
+        (server, admin)
+    }
+
     /// Everything the process wrote to stderr so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
