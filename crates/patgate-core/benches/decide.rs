@@ -109,6 +109,37 @@ fn time_calls(items: usize, rounds: usize, mut call: impl FnMut(usize)) -> Summa
     Summary::of(samples)
 }
 
+// ---- memory latency ---------------------------------------------------------------------
+
+/// The latency of one dependent cache miss on this machine: a pointer chase through
+/// `bytes` of memory, one cache line per step in a random cycle. A decision on a large
+/// index is a few such misses deep, so this is the floor its time is measured against.
+fn dependent_miss_ns(bytes: usize, steps: usize) -> f64 {
+    const WORDS_PER_LINE: usize = 8;
+    let lines = (bytes / 64).max(2);
+    let mut next = vec![0_u64; lines * WORDS_PER_LINE];
+    // Sattolo's shuffle: one cycle through every line.
+    let mut order: Vec<usize> = (0..lines).collect();
+    let mut rng = Rng::new(SEED ^ 7);
+    for i in (1..lines).rev() {
+        order.swap(i, rng.below(i));
+    }
+    for (position, line) in order.iter().enumerate() {
+        next[line * WORDS_PER_LINE] = (order[(position + 1) % lines] * WORDS_PER_LINE) as u64;
+    }
+    let mut at = 0_usize;
+    for _ in 0..steps / 4 {
+        at = next[at] as usize;
+    }
+    let started = Instant::now();
+    for _ in 0..steps {
+        at = next[black_box(at)] as usize;
+    }
+    let elapsed = started.elapsed();
+    black_box(at);
+    elapsed.as_nanos() as f64 / steps as f64
+}
+
 // ---- criterion medians ------------------------------------------------------------------
 
 fn criterion_median_ns(dir: &Path, name: &str) -> Option<f64> {
@@ -131,6 +162,19 @@ fn criterion_dir() -> PathBuf {
         .ok()
         .and_then(|exe| exe.ancestors().nth(3).map(|target| target.join("criterion")))
         .unwrap_or_else(|| PathBuf::from("target/criterion"))
+}
+
+/// `allow:<basis>` or the deny reason's code.
+fn outcome_name(decision: &patgate_core::Decision) -> &'static str {
+    match decision.outcome {
+        Ok(basis) => match basis {
+            patgate_core::Basis::FineGrained => "allow:fine_grained",
+            patgate_core::Basis::Legacy => "allow:legacy",
+            patgate_core::Basis::Anonymous => "allow:anonymous",
+            patgate_core::Basis::Always => "allow:always",
+        },
+        Err(reason) => reason.code(),
+    }
 }
 
 // ---- main -------------------------------------------------------------------------------
@@ -240,16 +284,7 @@ fn main() -> BenchResult<()> {
     let allowed = decisions.iter().filter(|d| d.is_allowed()).count();
     let mut reasons: HashMap<&'static str, usize> = HashMap::new();
     for decision in &decisions {
-        let name = match decision.outcome {
-            Ok(basis) => match basis {
-                patgate_core::Basis::FineGrained => "allow:fine_grained",
-                patgate_core::Basis::Legacy => "allow:legacy",
-                patgate_core::Basis::Anonymous => "allow:anonymous",
-                patgate_core::Basis::Always => "allow:always",
-            },
-            Err(reason) => reason.code(),
-        };
-        *reasons.entry(name).or_default() += 1;
+        *reasons.entry(outcome_name(decision)).or_default() += 1;
     }
     let mut reasons: Vec<_> = reasons.into_iter().collect();
     reasons.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
@@ -381,6 +416,24 @@ fn main() -> BenchResult<()> {
             (n, summary)
         })
         .collect();
+    // The full path per outcome, to see which answers cost most.
+    let mut by_outcome: Vec<(&'static str, Summary)> = reasons
+        .iter()
+        .map(|(name, _)| {
+            let items: Vec<&Item> = mix
+                .iter()
+                .zip(&decisions)
+                .filter(|(_, decision)| outcome_name(decision) == *name)
+                .map(|(item, _)| item)
+                .collect();
+            let summary = time_calls(items.len(), ROUNDS, |i| {
+                let item = items[i];
+                black_box(engine.decide_presented(black_box(&item.token), &item.request(), now));
+            });
+            (*name, summary)
+        })
+        .collect();
+    by_outcome.sort_by_key(|(_, summary)| std::cmp::Reverse(summary.p50));
     let lookup = time_calls(digests.len(), ROUNDS, |i| {
         black_box(engine.index.token_by_digest(black_box(&digests[i])));
     });
@@ -397,6 +450,11 @@ fn main() -> BenchResult<()> {
         black_box(engine.decide_presented(black_box(&item.token), &item.request(), now));
     });
     drop(cold_mix);
+
+    // Memory latency: a dependent miss within a few MiB (what a small last-level cache
+    // holds) and across as much memory as the index takes.
+    let miss_small = dependent_miss_ns(2 << 20, 2_000_000);
+    let miss_index = dependent_miss_ns(512 << 20, 2_000_000);
 
     // ---- criterion medians -------------------------------------------------------------
     let out = criterion_dir();
@@ -501,7 +559,18 @@ fn main() -> BenchResult<()> {
             summary.p50, summary.p99, summary.p999
         );
     }
+    for (name, summary) in &by_outcome {
+        println!(
+            "by outcome: {name:<26} p50 {:>5} ns, p99 {:>6} ns over {} samples",
+            summary.p50, summary.p99, summary.count
+        );
+    }
     let full_median = median("decide_presented_mix").unwrap_or(f64::NAN);
+    println!(
+        "memory latency (pointer chase, same run): {miss_small:.0} ns per dependent miss within 2 MiB, \
+         {miss_index:.0} ns within 512 MiB; the full-path median is {:.1} such misses",
+        full_median / miss_index
+    );
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!(
         "targets: full median {:.0} ns <= 1000: {}; full p99 {} ns <= 5000: {}; allow-path allocations {} = 0: {}; \

@@ -1,11 +1,17 @@
 //! The directory: users, nested groups, projects and memberships, kept in memory and
 //! updated incrementally.
 
-use std::{collections::HashMap, fmt, str::FromStr};
+use std::{borrow::Cow, collections::HashMap, fmt, hash::BuildHasher, str::FromStr};
 
-use foldhash::fast::FixedState;
+use foldhash::fast::{FixedState, RandomState};
 
-use crate::role::Role;
+use crate::{decision::BoundaryRef, role::Role};
+
+mod id_map;
+
+use id_map::IdMap;
+
+use crate::tag_table::TagTable;
 
 pub(crate) type FastMap<K, V> = HashMap<K, V, FixedState>;
 
@@ -173,6 +179,13 @@ impl User {
         })
     }
 
+    /// Starts loading the membership a lookup probes first, for [`crate::warm`].
+    pub(crate) fn prefetch_memberships(&self) {
+        if !self.memberships.is_empty() {
+            prefetch_index::prefetch_index(&self.memberships, self.memberships.len() / 2);
+        }
+    }
+
     /// How many direct memberships the user has.
     pub fn membership_count(&self) -> usize {
         self.memberships.len()
@@ -201,6 +214,16 @@ pub struct Group {
     /// `acme/platform/infra`, lowercase.
     pub full_path: Box<str>,
     pub visibility: Visibility,
+    // The group itself, then its parent, up to the top level: groups never move, so the
+    // chain is fixed at creation and an ancestry is one load instead of a walk.
+    chain: Box<[GroupId]>,
+}
+
+impl Group {
+    /// The group itself, then its ancestors, nearest first.
+    pub fn chain(&self) -> &[GroupId] {
+        &self.chain
+    }
 }
 
 /// A project in a group or in a user's personal namespace.
@@ -278,12 +301,14 @@ impl Ancestry {
 /// parent exists; nesting is acyclic and at most [`MAX_GROUP_DEPTH`] deep.
 #[derive(Clone, Debug, Default)]
 pub struct Directory {
-    users: FastMap<UserId, User>,
+    users: IdMap<UserId, User>,
     user_by_name: FastMap<Box<str>, UserId>,
-    groups: FastMap<GroupId, Group>,
-    group_by_path: FastMap<Box<str>, GroupId>,
-    projects: FastMap<ProjectId, Project>,
-    project_by_path: FastMap<Box<str>, ProjectId>,
+    groups: IdMap<GroupId, Group>,
+    // Group and project ids by a tag of their full path; the record's path confirms.
+    group_paths: TagTable,
+    projects: IdMap<ProjectId, Project>,
+    project_paths: TagTable,
+    path_tags: RandomState,
 }
 
 fn valid_segment(segment: &str) -> bool {
@@ -306,12 +331,12 @@ fn normalize_path(path: &str) -> Result<Box<str>, DirectoryError> {
     }
 }
 
-// Looks a path up case-insensitively without allocating when it is already lowercase.
-fn get_by_path<V: Copy>(map: &FastMap<Box<str>, V>, path: &str) -> Option<V> {
+// A path as the indexes hold it: lowercase, copied only when it is not already.
+fn lowercase(path: &str) -> Cow<'_, str> {
     if path.bytes().any(|b| b.is_ascii_uppercase()) {
-        map.get(path.to_ascii_lowercase().as_str()).copied()
+        Cow::Owned(path.to_ascii_lowercase())
     } else {
-        map.get(path).copied()
+        Cow::Borrowed(path)
     }
 }
 
@@ -326,9 +351,9 @@ impl Directory {
         self.users.reserve(users);
         self.user_by_name.reserve(users);
         self.groups.reserve(groups);
-        self.group_by_path.reserve(groups);
+        self.group_paths.reserve(groups);
         self.projects.reserve(projects);
-        self.project_by_path.reserve(projects);
+        self.project_paths.reserve(projects);
     }
 
     // ---- users -------------------------------------------------------------------
@@ -350,10 +375,10 @@ impl Directory {
         {
             return Err(DirectoryError::PathTaken(username.into_string()));
         }
-        if self.group_by_path.contains_key(&username) {
+        if self.group_at(&username).is_some() {
             return Err(DirectoryError::PathTaken(username.into_string()));
         }
-        match self.users.get_mut(&id) {
+        match self.users.get_mut(id) {
             Some(user) => {
                 if user.username != username {
                     if self.projects.values().any(|p| p.namespace == Namespace::User(id)) {
@@ -379,26 +404,26 @@ impl Directory {
 
     /// Blocks, unblocks or deletes a user.
     pub fn set_user_state(&mut self, id: UserId, state: UserState) -> Result<(), DirectoryError> {
-        let user = self.users.get_mut(&id).ok_or_else(|| DirectoryError::UnknownUser(id.to_string()))?;
+        let user = self.users.get_mut(id).ok_or_else(|| DirectoryError::UnknownUser(id.to_string()))?;
         user.state = state;
         Ok(())
     }
 
     /// Grants or withdraws instance administration.
     pub fn set_admin(&mut self, id: UserId, admin: bool) -> Result<(), DirectoryError> {
-        let user = self.users.get_mut(&id).ok_or_else(|| DirectoryError::UnknownUser(id.to_string()))?;
+        let user = self.users.get_mut(id).ok_or_else(|| DirectoryError::UnknownUser(id.to_string()))?;
         user.admin = admin;
         Ok(())
     }
 
     /// The user with `id`.
     pub fn user(&self, id: UserId) -> Option<&User> {
-        self.users.get(&id)
+        self.users.get(id)
     }
 
     /// The user named `username` (case-insensitive).
     pub fn user_by_name(&self, username: &str) -> Option<&User> {
-        get_by_path(&self.user_by_name, username).and_then(|id| self.users.get(&id))
+        self.user_by_name.get(lowercase(username).as_ref()).and_then(|id| self.users.get(*id))
     }
 
     /// Resolves a request's user locator, `owner` being the caller.
@@ -421,62 +446,61 @@ impl Directory {
     /// must exist.
     pub fn insert_group(&mut self, id: GroupId, full_path: &str, visibility: Visibility) -> Result<(), DirectoryError> {
         let full_path = normalize_path(full_path)?;
-        if self.groups.contains_key(&id) {
+        if self.groups.contains_key(id) {
             return Err(DirectoryError::Invalid(format!("group id {id} already exists")));
         }
-        if self.group_by_path.contains_key(&full_path)
-            || self.project_by_path.contains_key(&full_path)
+        if self.group_at(&full_path).is_some()
+            || self.project_at(&full_path).is_some()
             || self.user_by_name.contains_key(&full_path)
         {
             return Err(DirectoryError::PathTaken(full_path.into_string()));
         }
-        let parent = match full_path.rsplit_once('/') {
-            None => None,
+        let (parent, chain) = match full_path.rsplit_once('/') {
+            None => (None, Box::from([id])),
             Some((prefix, _)) => {
-                let parent =
-                    *self.group_by_path.get(prefix).ok_or_else(|| DirectoryError::UnknownGroup(prefix.to_owned()))?;
-                if self.ancestors(parent).count() >= MAX_GROUP_DEPTH {
+                let parent = self.group_at(prefix).ok_or_else(|| DirectoryError::UnknownGroup(prefix.to_owned()))?;
+                if parent.chain.len() >= MAX_GROUP_DEPTH {
                     return Err(DirectoryError::Invalid(format!(
                         "`{full_path}` would nest deeper than {MAX_GROUP_DEPTH} groups"
                     )));
                 }
-                Some(parent)
+                (Some(parent.id), std::iter::once(id).chain(parent.chain.iter().copied()).collect())
             }
         };
-        self.group_by_path.insert(full_path.clone(), id);
-        self.groups.insert(id, Group { id, parent, full_path, visibility });
+        self.group_paths.insert(self.path_tags.hash_one(&*full_path), id.0);
+        self.groups.insert(id, Group { id, parent, full_path, visibility, chain });
         Ok(())
     }
 
     /// Changes a group's visibility.
     pub fn set_group_visibility(&mut self, id: GroupId, visibility: Visibility) -> Result<(), DirectoryError> {
-        let group = self.groups.get_mut(&id).ok_or_else(|| DirectoryError::UnknownGroup(id.to_string()))?;
+        let group = self.groups.get_mut(id).ok_or_else(|| DirectoryError::UnknownGroup(id.to_string()))?;
         group.visibility = visibility;
         Ok(())
     }
 
     /// Removes an empty group (no subgroup, no project).
     pub fn remove_group(&mut self, id: GroupId) -> Result<(), DirectoryError> {
-        let group = self.groups.get(&id).ok_or_else(|| DirectoryError::UnknownGroup(id.to_string()))?;
+        let group = self.groups.get(id).ok_or_else(|| DirectoryError::UnknownGroup(id.to_string()))?;
         if self.groups.values().any(|g| g.parent == Some(id))
             || self.projects.values().any(|p| p.namespace == Namespace::Group(id))
         {
             return Err(DirectoryError::Invalid(format!("group `{}` is not empty", group.full_path)));
         }
-        let path = group.full_path.clone();
-        self.group_by_path.remove(&path);
-        self.groups.remove(&id);
+        let tag = self.path_tags.hash_one(&*group.full_path);
+        self.group_paths.remove(tag, id.0);
+        self.groups.remove(id);
         Ok(())
     }
 
     /// The group with `id`.
     pub fn group(&self, id: GroupId) -> Option<&Group> {
-        self.groups.get(&id)
+        self.groups.get(id)
     }
 
     /// The group at `full_path` (case-insensitive).
     pub fn group_by_path(&self, full_path: &str) -> Option<&Group> {
-        get_by_path(&self.group_by_path, full_path).and_then(|id| self.groups.get(&id))
+        self.group_at(&lowercase(full_path))
     }
 
     /// Resolves a request's group locator.
@@ -494,26 +518,21 @@ impl Directory {
 
     /// `group` itself, then its parent, up to the top-level group.
     pub fn ancestors(&self, group: GroupId) -> impl Iterator<Item = &Group> + '_ {
-        let mut next = self.groups.get(&group);
-        std::iter::from_fn(move || {
-            let current = next?;
-            next = current.parent.and_then(|parent| self.groups.get(&parent));
-            Some(current)
-        })
-        .take(MAX_GROUP_DEPTH + 1)
+        self.chain(group).iter().filter_map(|id| self.groups.get(*id))
+    }
+
+    fn chain(&self, group: GroupId) -> &[GroupId] {
+        self.groups.get(group).map_or(&[], |group| &group.chain)
     }
 
     /// `group` and its ancestors, nearest first.
     pub fn ancestry(&self, group: GroupId) -> Ancestry {
-        let mut chain = Ancestry::NONE;
-        for found in self.ancestors(group) {
-            if chain.len == chain.ids.len() {
-                break;
-            }
-            chain.ids[chain.len] = found.id;
-            chain.len += 1;
-        }
-        chain
+        let mut ancestry = Ancestry::NONE;
+        let chain = self.chain(group);
+        let len = chain.len().min(ancestry.ids.len());
+        ancestry.ids[..len].copy_from_slice(&chain[..len]);
+        ancestry.len = len;
+        ancestry
     }
 
     /// The ancestry of the group a project lives in (empty for a personal project).
@@ -542,7 +561,7 @@ impl Directory {
 
     /// Whether `ancestor` is `group` or one of its ancestors.
     pub fn group_contains_group(&self, ancestor: GroupId, group: GroupId) -> bool {
-        self.ancestors(group).any(|g| g.id == ancestor)
+        self.chain(group).contains(&ancestor)
     }
 
     /// Whether `project` lives in `ancestor` or one of its subgroups.
@@ -564,14 +583,14 @@ impl Directory {
         visibility: Visibility,
     ) -> Result<(), DirectoryError> {
         let full_path = normalize_path(full_path)?;
-        if self.projects.contains_key(&id) {
+        if self.projects.contains_key(id) {
             return Err(DirectoryError::Invalid(format!("project id {id} already exists")));
         }
-        if self.project_by_path.contains_key(&full_path) || self.group_by_path.contains_key(&full_path) {
+        if self.project_at(&full_path).is_some() || self.group_at(&full_path).is_some() {
             return Err(DirectoryError::PathTaken(full_path.into_string()));
         }
         let namespace = self.namespace_of(&full_path)?;
-        self.project_by_path.insert(full_path.clone(), id);
+        self.project_paths.insert(self.path_tags.hash_one(&*full_path), id.0);
         self.projects.insert(id, Project { id, namespace, full_path, visibility });
         Ok(())
     }
@@ -580,8 +599,8 @@ impl Directory {
         let (prefix, _) = full_path.rsplit_once('/').ok_or_else(|| {
             DirectoryError::Invalid(format!("project path `{full_path}` needs a namespace: `group/project`"))
         })?;
-        if let Some(group) = self.group_by_path.get(prefix) {
-            Ok(Namespace::Group(*group))
+        if let Some(group) = self.group_at(prefix) {
+            Ok(Namespace::Group(group.id))
         } else if let Some(user) = self.user_by_name.get(prefix) {
             Ok(Namespace::User(*user))
         } else {
@@ -592,20 +611,20 @@ impl Directory {
     /// Moves a project to another namespace (group full path or username), keeping its
     /// name.
     pub fn move_project(&mut self, id: ProjectId, namespace_path: &str) -> Result<(), DirectoryError> {
-        let project = self.projects.get(&id).ok_or_else(|| DirectoryError::UnknownProject(id.to_string()))?;
+        let project = self.projects.get(id).ok_or_else(|| DirectoryError::UnknownProject(id.to_string()))?;
         let name = project.full_path.rsplit('/').next().unwrap_or_default();
         let new_path = normalize_path(&format!("{namespace_path}/{name}"))?;
         if new_path == project.full_path {
             return Ok(());
         }
-        if self.project_by_path.contains_key(&new_path) || self.group_by_path.contains_key(&new_path) {
+        if self.project_at(&new_path).is_some() || self.group_at(&new_path).is_some() {
             return Err(DirectoryError::PathTaken(new_path.into_string()));
         }
         let namespace = self.namespace_of(&new_path)?;
-        let old_path = project.full_path.clone();
-        self.project_by_path.remove(&old_path);
-        self.project_by_path.insert(new_path.clone(), id);
-        if let Some(project) = self.projects.get_mut(&id) {
+        let old_tag = self.path_tags.hash_one(&*project.full_path);
+        self.project_paths.remove(old_tag, id.0);
+        self.project_paths.insert(self.path_tags.hash_one(&*new_path), id.0);
+        if let Some(project) = self.projects.get_mut(id) {
             project.full_path = new_path;
             project.namespace = namespace;
         }
@@ -614,26 +633,65 @@ impl Directory {
 
     /// Changes a project's visibility.
     pub fn set_project_visibility(&mut self, id: ProjectId, visibility: Visibility) -> Result<(), DirectoryError> {
-        let project = self.projects.get_mut(&id).ok_or_else(|| DirectoryError::UnknownProject(id.to_string()))?;
+        let project = self.projects.get_mut(id).ok_or_else(|| DirectoryError::UnknownProject(id.to_string()))?;
         project.visibility = visibility;
         Ok(())
     }
 
     /// Removes a project; memberships on it stop counting.
     pub fn remove_project(&mut self, id: ProjectId) -> Result<(), DirectoryError> {
-        let project = self.projects.remove(&id).ok_or_else(|| DirectoryError::UnknownProject(id.to_string()))?;
-        self.project_by_path.remove(&project.full_path);
+        let project = self.projects.remove(id).ok_or_else(|| DirectoryError::UnknownProject(id.to_string()))?;
+        self.project_paths.remove(self.path_tags.hash_one(&*project.full_path), id.0);
         Ok(())
     }
 
     /// The project with `id`.
     pub fn project(&self, id: ProjectId) -> Option<&Project> {
-        self.projects.get(&id)
+        self.projects.get(id)
     }
 
     /// The project at `full_path` (case-insensitive).
     pub fn project_by_path(&self, full_path: &str) -> Option<&Project> {
-        get_by_path(&self.project_by_path, full_path).and_then(|id| self.projects.get(&id))
+        self.project_at(&lowercase(full_path))
+    }
+
+    /// Starts loading the first line a lookup of `boundary` reads (its record by id, its
+    /// path entry by path), for [`crate::warm`].
+    pub(crate) fn prefetch_boundary(&self, boundary: BoundaryRef<'_>) {
+        match boundary {
+            BoundaryRef::Project(Locator::Id(id)) => self.projects.prefetch(ProjectId(id)),
+            BoundaryRef::Project(Locator::Path(path)) => self.project_paths.prefetch(self.path_tags.hash_one(path)),
+            BoundaryRef::Group(Locator::Id(id)) => self.groups.prefetch(GroupId(id)),
+            BoundaryRef::Group(Locator::Path(path)) => self.group_paths.prefetch(self.path_tags.hash_one(path)),
+            BoundaryRef::User(_) | BoundaryRef::Instance => {}
+        }
+    }
+
+    /// The id the path table names first for `path` (unconfirmed, and only for a lowercase
+    /// path): for [`crate::warm`].
+    pub(crate) fn first_project_at(&self, path: &str) -> Option<u64> {
+        self.project_paths.get(self.path_tags.hash_one(path)).next()
+    }
+
+    /// [`Directory::first_project_at`] for groups.
+    pub(crate) fn first_group_at(&self, path: &str) -> Option<u64> {
+        self.group_paths.get(self.path_tags.hash_one(path)).next()
+    }
+
+    // The group at a lowercase `path`.
+    fn group_at(&self, path: &str) -> Option<&Group> {
+        self.group_paths
+            .get(self.path_tags.hash_one(path))
+            .filter_map(|id| self.groups.get(GroupId(id)))
+            .find(|group| *group.full_path == *path)
+    }
+
+    // The project at a lowercase `path`.
+    fn project_at(&self, path: &str) -> Option<&Project> {
+        self.project_paths
+            .get(self.path_tags.hash_one(path))
+            .filter_map(|id| self.projects.get(ProjectId(id)))
+            .find(|project| *project.full_path == *path)
     }
 
     /// Resolves a request's project locator.
@@ -659,10 +717,10 @@ impl Directory {
     /// Gives `user` the role `role` on `target`, replacing any earlier role there.
     pub fn set_membership(&mut self, user: UserId, target: MembershipTarget, role: Role) -> Result<(), DirectoryError> {
         match target {
-            MembershipTarget::Group(id) if !self.groups.contains_key(&id) => {
+            MembershipTarget::Group(id) if !self.groups.contains_key(id) => {
                 return Err(DirectoryError::UnknownGroup(id.to_string()));
             }
-            MembershipTarget::Project(id) if !self.projects.contains_key(&id) => {
+            MembershipTarget::Project(id) if !self.projects.contains_key(id) => {
                 return Err(DirectoryError::UnknownProject(id.to_string()));
             }
             _ => {}
@@ -674,7 +732,7 @@ impl Directory {
         if id > MAX_TARGET_ID {
             return Err(DirectoryError::Invalid(format!("id {id} is too large for a membership")));
         }
-        let user = self.users.get_mut(&user).ok_or_else(|| DirectoryError::UnknownUser(user.to_string()))?;
+        let user = self.users.get_mut(user).ok_or_else(|| DirectoryError::UnknownUser(user.to_string()))?;
         let key = target.key();
         match user.memberships.binary_search_by_key(&key, |entry| entry >> ROLE_BITS) {
             Ok(position) => user.memberships[position] = pack(key, role),
@@ -685,7 +743,7 @@ impl Directory {
 
     /// Removes `user`'s membership on `target`; returns whether there was one.
     pub fn remove_membership(&mut self, user: UserId, target: MembershipTarget) -> Result<bool, DirectoryError> {
-        let user = self.users.get_mut(&user).ok_or_else(|| DirectoryError::UnknownUser(user.to_string()))?;
+        let user = self.users.get_mut(user).ok_or_else(|| DirectoryError::UnknownUser(user.to_string()))?;
         let key = target.key();
         match user.memberships.binary_search_by_key(&key, |entry| entry >> ROLE_BITS) {
             Ok(position) => {
@@ -723,7 +781,7 @@ impl Directory {
         if user.memberships.is_empty() {
             return None;
         }
-        self.ancestors(group).filter_map(|g| user.direct_role(MembershipTarget::Group(g.id))).max()
+        self.chain(group).iter().filter_map(|g| user.direct_role(MembershipTarget::Group(*g))).max()
     }
 
     /// Whether `user` may see `project` at all (else it is answered as not found).

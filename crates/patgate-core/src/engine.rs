@@ -2,12 +2,13 @@
 //! format and the digest key.
 
 use crate::{
-    decision::{Decision, Request, authenticate, decide_under},
+    decision::{Decision, DenyReason, Request, decide_under, find_token},
     index::Index,
     policy::Policy,
     resource::Resources,
     time::Timestamp,
     token::{DigestKey, TokenFormat},
+    warm,
 };
 
 /// The decision engine of one patgate instance.
@@ -25,7 +26,14 @@ impl Engine {
     /// The whole in-process path for a presented token string: parse (offline), digest,
     /// look up, decide.
     pub fn decide_presented(&self, presented: &str, request: &Request<'_>, now: Timestamp) -> Decision {
-        match authenticate(&self.index, &self.format, &self.key, presented) {
+        let parsed = match self.format.parse(presented) {
+            Ok(parsed) => parsed,
+            Err(error) => return Decision::deny(DenyReason::Malformed(error)),
+        };
+        warm::prefetch_boundary(&self.index.directory, request);
+        let digest = self.key.digest(&parsed);
+        warm::warm(&self.index, &digest, request);
+        match find_token(&self.index, &parsed, &digest) {
             Ok(token) => decide_under(&self.resources, &self.index.directory, &self.policy, token, request, now),
             Err(reason) => Decision::deny(reason),
         }

@@ -1,36 +1,24 @@
 //! The in-memory index the decision runs on: the directory plus every token by digest.
 
-use std::{
-    collections::HashMap,
-    hash::{BuildHasherDefault, Hasher},
-};
-
 use crate::{
     directory::{Directory, FastMap, UserId},
+    tag_table::TagTable,
     time::Timestamp,
     token::{TokenDigest, TokenId, TokenRecord},
 };
 
-/// Passes a digest's first eight bytes through as the hash: the digest is already keyed
-/// and uniform, so hashing it again would only cost time.
-#[derive(Default, Clone, Copy, Debug)]
-pub struct DigestHasher(u64);
+// A digest table value: the slot in the low 32 bits and, when it fits, the owner's id plus
+// one above them (zero: not packed). The owner never changes, and carrying it here lets
+// `warm` load the owner together with the token's record instead of after it.
+fn pack(slot: u32, owner: UserId) -> u64 {
+    let owner = u32::try_from(owner.0).ok().and_then(|id| id.checked_add(1)).unwrap_or(0);
+    (u64::from(owner) << 32) | u64::from(slot)
+}
 
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only reached if a digest is hashed some other way than `write_u64`.
-        for byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
-        }
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.0 = word;
-    }
+fn unpack(value: u64) -> (u32, Option<UserId>) {
+    let slot = (value & u64::from(u32::MAX)) as u32;
+    let owner = (value >> 32).checked_sub(1).map(UserId);
+    (slot, owner)
 }
 
 /// Where the decision looks tokens up. Implemented by [`Index`]; tests count calls.
@@ -50,16 +38,25 @@ pub enum IndexError {
     UnknownToken(TokenId),
 }
 
+/// A token with its digest, two cache lines: a lookup checks the digest and reads the
+/// record from the same place.
+#[derive(Clone, Debug)]
+#[repr(align(64))]
+struct Stored {
+    digest: TokenDigest,
+    record: TokenRecord,
+}
+
 /// The directory and all tokens, kept current by incremental updates.
 ///
-/// INVARIANT: `by_digest` and `by_id` point at the same slots of `tokens`, one slot per
-/// token; tokens are never removed (revoked ones stay, so their use is answered
-/// `revoked`).
+/// INVARIANT: `by_digest` (tagged with the digest's first eight bytes) and `by_id` point
+/// at the same slots of `tokens`, one slot per token; tokens are never removed (revoked
+/// ones stay, so their use is answered `revoked`).
 #[derive(Clone, Debug, Default)]
 pub struct Index {
     pub directory: Directory,
-    tokens: Vec<TokenRecord>,
-    by_digest: HashMap<TokenDigest, u32, BuildHasherDefault<DigestHasher>>,
+    tokens: Vec<Stored>,
+    by_digest: TagTable,
     by_id: FastMap<TokenId, u32>,
 }
 
@@ -81,19 +78,19 @@ impl Index {
         if self.by_id.contains_key(&record.id) {
             return Err(IndexError::DuplicateId(record.id));
         }
-        if self.by_digest.contains_key(&digest) {
+        if self.slot_of(&digest).is_some() {
             return Err(IndexError::DuplicateDigest);
         }
         let slot = u32::try_from(self.tokens.len()).map_err(|_| IndexError::DuplicateId(record.id))?;
         self.by_id.insert(record.id, slot);
-        self.by_digest.insert(digest, slot);
-        self.tokens.push(record);
+        self.by_digest.insert(digest.tag(), pack(slot, record.owner));
+        self.tokens.push(Stored { digest, record });
         Ok(())
     }
 
     fn record_mut(&mut self, id: TokenId) -> Result<&mut TokenRecord, IndexError> {
         let slot = *self.by_id.get(&id).ok_or(IndexError::UnknownToken(id))?;
-        self.tokens.get_mut(slot as usize).ok_or(IndexError::UnknownToken(id))
+        self.tokens.get_mut(slot as usize).map(|stored| &mut stored.record).ok_or(IndexError::UnknownToken(id))
     }
 
     /// Marks a token revoked from `at` on (the moment of revocation, or the end of a
@@ -111,17 +108,17 @@ impl Index {
 
     /// The token with `id`.
     pub fn token(&self, id: TokenId) -> Option<&TokenRecord> {
-        self.by_id.get(&id).and_then(|slot| self.tokens.get(*slot as usize))
+        self.by_id.get(&id).and_then(|slot| self.tokens.get(*slot as usize)).map(|stored| &stored.record)
     }
 
     /// Every token, in insertion order.
     pub fn tokens(&self) -> impl Iterator<Item = &TokenRecord> {
-        self.tokens.iter()
+        self.tokens.iter().map(|stored| &stored.record)
     }
 
     /// Every token of `owner` (a scan: for management, not for decisions).
     pub fn tokens_of(&self, owner: UserId) -> impl Iterator<Item = &TokenRecord> {
-        self.tokens.iter().filter(move |token| token.owner == owner)
+        self.tokens().filter(move |token| token.owner == owner)
     }
 
     /// How many tokens the index holds.
@@ -130,8 +127,36 @@ impl Index {
     }
 }
 
+impl Index {
+    // The slot of the token with `digest`: the tag narrows to candidates (almost always
+    // one), the stored digest confirms.
+    fn slot_of(&self, digest: &TokenDigest) -> Option<usize> {
+        self.by_digest
+            .get(digest.tag())
+            .filter_map(|value| usize::try_from(unpack(value).0).ok())
+            .find(|slot| self.tokens.get(*slot).is_some_and(|stored| stored.digest == *digest))
+    }
+}
+
+impl Index {
+    /// The first slot under `digest`'s tag and its token's owner, unconfirmed: for
+    /// [`crate::warm`].
+    pub(crate) fn first_slot(&self, digest: &TokenDigest) -> Option<(u32, Option<UserId>)> {
+        self.by_digest.get(digest.tag()).next().map(unpack)
+    }
+
+    /// The digest's tag and the record in `slot` (the two cache lines of a token), for
+    /// [`crate::warm`].
+    pub(crate) fn stored_at(&self, slot: u32) -> Option<(u64, &TokenRecord)> {
+        usize::try_from(slot)
+            .ok()
+            .and_then(|slot| self.tokens.get(slot))
+            .map(|stored| (stored.digest.tag(), &stored.record))
+    }
+}
+
 impl TokenLookup for Index {
     fn token_by_digest(&self, digest: &TokenDigest) -> Option<&TokenRecord> {
-        self.by_digest.get(digest).and_then(|slot| self.tokens.get(*slot as usize))
+        self.slot_of(digest).and_then(|slot| self.tokens.get(slot)).map(|stored| &stored.record)
     }
 }

@@ -17,9 +17,11 @@ pub mod resource;
 pub mod role;
 pub mod scope;
 pub mod suggest;
+mod tag_table;
 pub mod time;
 pub mod token;
 pub mod validate;
+mod warm;
 
 pub use decision::{
     Basis, Boundary, BoundaryRef, Decision, DenyReason, Operation, Request, Surface, authenticate, decide, decide_under,

@@ -278,11 +278,19 @@ impl TokenDigest {
     }
 }
 
-impl std::hash::Hash for TokenDigest {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+impl TokenDigest {
+    /// The first eight bytes as a word: the digest is keyed and uniform, so this is already
+    /// a good hash.
+    pub fn tag(&self) -> u64 {
         let mut word = [0_u8; 8];
         word.copy_from_slice(&self.0[..8]);
-        state.write_u64(u64::from_le_bytes(word));
+        u64::from_le_bytes(word)
+    }
+}
+
+impl std::hash::Hash for TokenDigest {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.tag());
     }
 }
 

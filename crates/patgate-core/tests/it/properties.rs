@@ -2,15 +2,15 @@
 //! widens, selected groups cover exactly their descendants, and dead tokens stay dead.
 
 use patgate_core::{
-    Action, ActionSet, Authority, BoundaryRef, DenyReason, Directory, Grant, GroupId, LegacyScope, Locator,
-    MembershipTarget, Permission, PermissionSet, ProjectId, Reach, Request, Requirement, Resources, Role, Timestamp,
-    TokenId, TokenRecord, UserId, UserState, Visibility, decide,
+    Action, ActionSet, Authority, BoundaryRef, DenyReason, DigestKey, Directory, Engine, Grant, GroupId, Index,
+    LegacyScope, Locator, MembershipTarget, Permission, PermissionSet, ProjectId, Reach, Request, Requirement,
+    Resources, Role, Timestamp, TokenFormat, TokenId, TokenRecord, UserId, UserLocator, UserState, Visibility, decide,
 };
 use proptest::prelude::*;
 
 use crate::world::{
-    BoundarySpec, NOW, ReachSpec, TokenSpec, USERS, World, action_set, ask, build, build_token, permissions_for,
-    request, resource_count, world,
+    BoundarySpec, NOW, ReachSpec, TokenSpec, USERS, World, action_set, ask, build, build_token, group_path,
+    permissions_for, project_path, request, resource_count, world,
 };
 
 fn token(resource_count: usize) -> impl Strategy<Value = TokenSpec> {
@@ -258,4 +258,69 @@ fn a_project_moved_out_of_a_selected_group_is_outside_reach() {
     assert_eq!(ask(&directory).reason(), Some(DenyReason::OutsideReach));
     directory.move_project(ProjectId(1), "acme/platform").unwrap();
     assert!(ask(&directory).is_allowed());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, .. ProptestConfig::default() })]
+
+    /// The whole in-process path (parse, digest, the digest table, the cache warm-up, the
+    /// path table) answers exactly as `decide` does on the token's record, for a token among
+    /// many, by path (in any case) and by id, also after projects moved and were removed.
+    #[test]
+    fn the_engine_path_answers_as_decide_does(
+        world in world(12, 0.1, 0.1),
+        specs in prop::collection::vec(token(resource_count()), 1..6),
+        request in request(0.0),
+        pick in any::<prop::sample::Index>(),
+        shout in any::<bool>(),
+        churn in any::<bool>(),
+    ) {
+        let resources = Resources::builtin().unwrap();
+        let mut directory = build(&world);
+        if churn {
+            // Move the first project of a group to the top group, remove the last project.
+            if let Some(index) = world.projects.iter().position(|(namespace, _)| namespace.is_ok()) {
+                directory.move_project(ProjectId(index as u64), "g0").unwrap();
+            }
+            if !world.projects.is_empty() {
+                directory.remove_project(ProjectId(world.projects.len() as u64 - 1)).unwrap();
+            }
+        }
+        let format = TokenFormat::new("").unwrap();
+        let key = DigestKey::new(&[9_u8; 32]).unwrap();
+        let mut index = Index::new();
+        index.directory = directory;
+        let mut secrets = Vec::new();
+        for (id, spec) in specs.iter().enumerate() {
+            let mut record = build_token(spec, &resources, &world);
+            record.id = TokenId(id as u64 + 1);
+            let secret = format.generate(record.authority.kind()).unwrap();
+            index.insert_token(key.digest_plain(&secret), record).unwrap();
+            secrets.push(secret);
+        }
+        let engine = Engine { resources, index, format, key, policy: Default::default() };
+        let chosen = pick.index(secrets.len());
+        let record = engine.index.token(TokenId(chosen as u64 + 1)).unwrap();
+        let permissions = permissions_for(&request, &engine.resources, &[]);
+        let path;
+        let boundary = match request.boundary {
+            BoundarySpec::Project(p) if p < world.projects.len() && !churn => {
+                let text = project_path(&world, p);
+                path = if shout { text.to_ascii_uppercase() } else { text };
+                BoundaryRef::Project(Locator::Path(&path))
+            }
+            BoundarySpec::Project(p) => BoundaryRef::Project(Locator::Id(p as u64)),
+            BoundarySpec::Group(g) if g < world.groups.len() => {
+                path = group_path(&world, g);
+                BoundaryRef::Group(Locator::Path(&path))
+            }
+            BoundarySpec::Group(g) => BoundaryRef::Group(Locator::Id(g as u64)),
+            BoundarySpec::User(u) => BoundaryRef::User(UserLocator::Id(u as u64)),
+            BoundarySpec::Instance => BoundaryRef::Instance,
+        };
+        let request = Request::api(&permissions, boundary);
+        let whole = engine.decide_presented(secrets[chosen].expose_secret(), &request, NOW);
+        let direct = decide(&engine.resources, &engine.index.directory, record, &request, NOW);
+        prop_assert_eq!(whole, direct);
+    }
 }

@@ -1,0 +1,107 @@
+//! Overlapping the decision's cache misses.
+//!
+//! On a large index nearly every step of a decision is a cache miss, and each waits for the
+//! one before: the token's table entry, its record, its owner, the owner's memberships; the
+//! boundary's path entry, its record, its group's chain. Taken one after the other they
+//! cost some ten memory latencies. The two chains do not depend on each other, so the
+//! engine starts the boundary's first line before it computes the token's digest
+//! ([`prefetch_boundary`]), and [`warm`] then walks both chains side by side, one level at a
+//! time: the loads of a level are issued together and wait together, and the last lines
+//! are prefetched while the decision starts. Nothing here changes or decides anything; a
+//! record that is not there simply ends its chain.
+
+use std::hint::black_box;
+
+use prefetch_index::prefetch_index;
+
+use crate::{
+    decision::{BoundaryRef, Operation, Request},
+    directory::{Directory, Group, GroupId, Locator, Namespace, Project, ProjectId},
+    index::Index,
+    token::{Authority, TokenDigest},
+};
+
+fn boundary<'r>(request: &Request<'r>) -> BoundaryRef<'r> {
+    match request.operation {
+        Operation::Covered { boundary, .. } => boundary,
+        Operation::Always | Operation::NotCovered => BoundaryRef::Instance,
+    }
+}
+
+/// Starts loading the first line of the request's boundary; call it once the token string
+/// parsed, before its digest is computed, so the load overlaps that work.
+pub(crate) fn prefetch_boundary(directory: &Directory, request: &Request<'_>) {
+    directory.prefetch_boundary(boundary(request));
+}
+
+/// The boundary record a level has reached.
+#[derive(Clone, Copy)]
+enum Reached<'d> {
+    Project(&'d Project),
+    Group(&'d Group),
+    /// A path whose table entry names this project or group id (confirmed by the decision).
+    ProjectId(u64),
+    GroupId(u64),
+    Nothing,
+}
+
+/// Loads, level by level, the lines the decision of `request` under the token with `digest`
+/// will read.
+pub(crate) fn warm(index: &Index, digest: &TokenDigest, request: &Request<'_>) {
+    let directory = &index.directory;
+
+    // Level 1: the token's table entry; the boundary's record (by id) or path entry, both
+    // usually on their way since `prefetch_boundary`.
+    let slot = index.first_slot(digest);
+    let reached = match boundary(request) {
+        BoundaryRef::Project(Locator::Id(id)) => {
+            directory.project(ProjectId(id)).map_or(Reached::Nothing, Reached::Project)
+        }
+        BoundaryRef::Project(Locator::Path(path)) => {
+            directory.first_project_at(path).map_or(Reached::Nothing, Reached::ProjectId)
+        }
+        BoundaryRef::Group(Locator::Id(id)) => directory.group(GroupId(id)).map_or(Reached::Nothing, Reached::Group),
+        BoundaryRef::Group(Locator::Path(path)) => {
+            directory.first_group_at(path).map_or(Reached::Nothing, Reached::GroupId)
+        }
+        BoundaryRef::User(_) | BoundaryRef::Instance => Reached::Nothing,
+    };
+
+    // Level 2: the token's two lines (digest and record) and its owner (whose id the table
+    // entry carries); the boundary's record (by path).
+    let stored = slot.and_then(|(slot, _)| index.stored_at(slot));
+    let owner = slot.and_then(|(_, owner)| owner).and_then(|owner| directory.user(owner));
+    let reached = match reached {
+        Reached::ProjectId(id) => directory.project(ProjectId(id)).map_or(Reached::Nothing, Reached::Project),
+        Reached::GroupId(id) => directory.group(GroupId(id)).map_or(Reached::Nothing, Reached::Group),
+        other => other,
+    };
+
+    // Level 3: the owner's memberships, the grants; the project's path (a lookup by path
+    // compares it) and group, or the group's chain.
+    if let Some(owner) = owner {
+        owner.prefetch_memberships();
+    }
+    if let Some((_, token)) = stored
+        && let Authority::FineGrained(grants) = &token.authority
+    {
+        prefetch_index(&grants[..], 0);
+    }
+    let group = match reached {
+        Reached::Project(project) => {
+            prefetch_index(project.full_path.as_bytes(), 0);
+            match project.namespace {
+                Namespace::Group(id) => directory.group(id),
+                Namespace::User(_) => None,
+            }
+        }
+        Reached::Group(group) => Some(group),
+        Reached::ProjectId(_) | Reached::GroupId(_) | Reached::Nothing => None,
+    };
+
+    // Level 4: the group chain.
+    if let Some(group) = group {
+        prefetch_index(group.chain(), 0);
+    }
+    black_box(stored.map(|(tag, _)| tag));
+}
