@@ -17,6 +17,7 @@ use prefetch_index::prefetch_index;
 use crate::{
     decision::{BoundaryRef, Operation, Request},
     directory::{Directory, Group, GroupId, Locator, Namespace, Project, ProjectId},
+    grant::{Grant, Reach},
     index::Index,
     token::{Authority, TokenDigest},
 };
@@ -77,16 +78,15 @@ pub(crate) fn warm(index: &Index, digest: &TokenDigest, request: &Request<'_>) {
         other => other,
     };
 
-    // Level 3: the owner's memberships, the grants; the project's path (a lookup by path
-    // compares it) and group, or the group's chain.
+    // Level 3: the owner's memberships, the grants (read: they name the selected lists);
+    // the project's path (a lookup by path compares it) and group, or the group's chain.
     if let Some(owner) = owner {
         owner.prefetch_memberships();
     }
-    if let Some((_, token)) = stored
-        && let Authority::FineGrained(grants) = &token.authority
-    {
-        prefetch_index(&grants[..], 0);
-    }
+    let grants: &[Grant] = match stored.map(|(_, token)| &token.authority) {
+        Some(Authority::FineGrained(grants)) => grants,
+        Some(Authority::Legacy(_)) | None => &[],
+    };
     let group = match reached {
         Reached::Project(project) => {
             prefetch_index(project.full_path.as_bytes(), 0);
@@ -99,9 +99,15 @@ pub(crate) fn warm(index: &Index, digest: &TokenDigest, request: &Request<'_>) {
         Reached::ProjectId(_) | Reached::GroupId(_) | Reached::Nothing => None,
     };
 
-    // Level 4: the group chain.
+    // Level 4: the group chain; the lists of selected grants.
     if let Some(group) = group {
         prefetch_index(group.chain(), 0);
+    }
+    for grant in grants {
+        if let Reach::Selected { projects, groups } = &grant.reach {
+            prefetch_index(&projects[..], 0);
+            prefetch_index(&groups[..], 0);
+        }
     }
     black_box(stored.map(|(tag, _)| tag));
 }
