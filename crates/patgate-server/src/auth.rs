@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts},
-    http::{HeaderMap, header, request::Parts},
+    http::{HeaderMap, HeaderName, header, request::Parts},
 };
 use patgate_core::{
     Authority, Basis, BoundaryRef, DenyReason, Permission, Request, ScopeSet, Surface, TokenId, TokenRecord, User,
@@ -56,10 +56,10 @@ impl std::fmt::Debug for Credentials {
 /// a trusted proxy, else the peer itself.
 pub fn client_address(shared: &Shared, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
     let forwarded = || {
-        let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-        header("x-forwarded-for")
+        let header = |name: &HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+        header(&X_FORWARDED_FOR)
             .and_then(|list| list.split(',').next())
-            .or_else(|| header("x-real-ip"))
+            .or_else(|| header(&X_REAL_IP))
             .and_then(|ip| ip.trim().parse().ok())
     };
     match peer {
@@ -88,11 +88,17 @@ impl FromRequestParts<AppState> for Credentials {
     }
 }
 
+// Header names read on every request, made once (a name given as a string is parsed on
+// each use).
+const PRIVATE_TOKEN: HeaderName = HeaderName::from_static("private-token");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// Finds the token a request presents: `PRIVATE-TOKEN`, `Authorization: Bearer`, the
 /// password of `Authorization: Basic`, or the `private_token` / `access_token` query
 /// parameter (DESIGN §3.1).
 pub fn presented_token<'h>(headers: &'h HeaderMap, query: Option<&'h str>) -> Option<std::borrow::Cow<'h, str>> {
-    if let Some(value) = headers.get("private-token").and_then(|v| v.to_str().ok()) {
+    if let Some(value) = headers.get(&PRIVATE_TOKEN).and_then(|v| v.to_str().ok()) {
         return Some(value.trim().into());
     }
     if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {

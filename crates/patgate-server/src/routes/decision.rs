@@ -5,7 +5,7 @@ use std::{net::IpAddr, net::SocketAddr, time::Instant};
 use axum::{
     Json, RequestExt,
     extract::{ConnectInfo, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use patgate_core::{Basis, Boundary, Decision, DenyReason, catalog::DecodeBuffer, decision::Operation};
@@ -172,7 +172,17 @@ fn reason_code(decision: &Decision) -> &'static str {
     decision.reason().map_or("allowed", |reason| reason.code())
 }
 
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+// Header names forward auth reads and writes on every request, made once: a name given as a
+// string is parsed and validated on each use.
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_PATGATE_USER: HeaderName = HeaderName::from_static("x-patgate-user");
+const X_PATGATE_TOKEN_ID: HeaderName = HeaderName::from_static("x-patgate-token-id");
+const X_PATGATE_MISSING_PERMISSION: HeaderName = HeaderName::from_static("x-patgate-missing-permission");
+
+fn header<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
@@ -188,11 +198,11 @@ pub async fn forward_auth(State(state): State<AppState>, mut request: axum::extr
     };
     let headers = request.headers();
     let trusted = state.trusts_proxy(peer.ip());
-    let forwarded = |modern: &str, original: &str| {
+    let forwarded = |modern: &HeaderName, original: &HeaderName| {
         if trusted { header(headers, modern).or_else(|| header(headers, original)) } else { None }
     };
     let (Some(method), Some(uri)) =
-        (forwarded("x-forwarded-method", "x-original-method"), forwarded("x-forwarded-uri", "x-original-uri"))
+        (forwarded(&X_FORWARDED_METHOD, &X_ORIGINAL_METHOD), forwarded(&X_FORWARDED_URI, &X_ORIGINAL_URI))
     else {
         let reason = if trusted { "missing_forwarded_request" } else { "untrusted_proxy" };
         let message = if trusted {
@@ -215,10 +225,10 @@ pub async fn forward_auth(State(state): State<AppState>, mut request: axum::extr
         Ok(_) => {
             let mut response = StatusCode::OK.into_response();
             if let Some(user) = judged.user {
-                response.headers_mut().insert("x-patgate-user", user);
+                response.headers_mut().insert(X_PATGATE_USER, user);
             }
             if let Some(token) = judged.decision.token {
-                response.headers_mut().insert("x-patgate-token-id", HeaderValue::from(token.0));
+                response.headers_mut().insert(X_PATGATE_TOKEN_ID, HeaderValue::from(token.0));
             }
             response
         }
@@ -247,7 +257,7 @@ fn forbidden(reason: &'static str, message: String, missing: Option<String>) -> 
     let body = serde_json::json!({ "error": reason, "message": message, "missing": missing });
     let mut response = (StatusCode::FORBIDDEN, Json(body)).into_response();
     if let Some(value) = missing.as_deref().and_then(|m| HeaderValue::from_str(m).ok()) {
-        response.headers_mut().insert("x-patgate-missing-permission", value);
+        response.headers_mut().insert(X_PATGATE_MISSING_PERMISSION, value);
     }
     response
 }
