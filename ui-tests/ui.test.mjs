@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const binary = process.env.PATGATE_BIN || join(root, 'target', 'debug', 'patgate');
+const binary = process.env.PATGATE_BIN || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'patgate');
 const browserPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const images = join(root, 'docs', 'img');
 const PASSWORD = 'demo-password-for-the-browser-test';
