@@ -436,17 +436,29 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
         (before.is_none() && after.is_none())
             || value.is_some_and(|v| before.is_none_or(|b| v < b) && after.is_none_or(|a| v >= a))
     };
-    let mut selected: Vec<(&TokenRow, TokenResponse)> = rows
-        .iter()
-        .filter(|row| kind.is_none_or(|kind| row.kind == kind))
-        .filter(|row| within(row.expires_at, expires_before, expires_after))
-        .filter(|row| within(row.last_used_at, used_before, used_after))
-        .filter(|row| search.as_ref().is_none_or(|text| row.name.to_lowercase().contains(text)))
-        .map(|row| (row, token_response(state, row, None, now, uses.get(&row.id).map_or(&[], Vec::as_slice))))
-        .filter(|(_, shown)| states.is_empty() || states.iter().any(|state| state.name() == shown.state))
-        .filter(|(_, shown)| flags.iter().all(|flag| shown.flags.contains(&flag.name())))
-        .collect();
-    selected.sort_by(|(a, _), (b, _)| {
+    let uses_of = |row: &TokenRow| uses.get(&row.id).map_or(&[][..], Vec::as_slice);
+    // Filter and sort on the rows, and render only the page: an inventory of a million
+    // tokens must not build a million responses. States and flags are computed only when a
+    // filter asks for them.
+    let mut selected: Vec<&TokenRow> = {
+        let engine = state.engine();
+        let directory = &engine.index.directory;
+        rows.iter()
+            .filter(|row| kind.is_none_or(|kind| row.kind == kind))
+            .filter(|row| within(row.expires_at, expires_before, expires_after))
+            .filter(|row| within(row.last_used_at, used_before, used_after))
+            .filter(|row| search.as_ref().is_none_or(|text| row.name.to_lowercase().contains(text)))
+            .filter(|row| {
+                if states.is_empty() && flags.is_empty() {
+                    return true;
+                }
+                let owner_active = directory.user(row.owner).is_some_and(|user| user.is_active());
+                let shown = insight(row, owner_active, &engine.policy, uses_of(row), now);
+                (states.is_empty() || states.contains(&shown.state)) && flags.iter().all(|flag| shown.has(*flag))
+            })
+            .collect()
+    };
+    selected.sort_by(|a, b| {
         let order = match sort {
             "name" => a.name.cmp(&b.name),
             "created_at" => a.created_at.cmp(&b.created_at),
@@ -467,7 +479,7 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
         .into_iter()
         .skip((page as usize - 1).saturating_mul(per_page as usize))
         .take(per_page as usize)
-        .map(|(_, shown)| shown)
+        .map(|row| token_response(state, row, None, now, uses_of(row)))
         .collect();
     Ok(TokenPage { tokens, total, page, per_page })
 }
