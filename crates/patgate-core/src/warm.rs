@@ -55,7 +55,7 @@ pub(crate) fn warm(index: &Index, digest: &TokenDigest, request: &Request<'_>) {
     // usually on their way since `prefetch_boundary`. An unknown token stops here, before
     // the directory is read: how long its 401 takes must not depend on whether the boundary
     // exists (only the boundary's prefetch, which waits for nothing, has happened).
-    let Some(slot) = index.first_slot(digest) else { return };
+    let Some((slot, owner_id)) = index.first_slot(digest) else { return };
     let reached = match boundary(request) {
         BoundaryRef::Project(Locator::Id(id)) => {
             directory.project(ProjectId(id)).map_or(Reached::Nothing, Reached::Project)
@@ -72,8 +72,8 @@ pub(crate) fn warm(index: &Index, digest: &TokenDigest, request: &Request<'_>) {
 
     // Level 2: the token's two lines (digest and record) and its owner (whose id the table
     // entry carries); the boundary's record (by path).
-    let stored = index.stored_at(slot.0);
-    let owner = slot.1.and_then(|owner| directory.user(owner));
+    let stored = index.stored_at(slot);
+    let owner = owner_id.and_then(|owner| directory.user(owner));
     let reached = match reached {
         Reached::ProjectId(id) => directory.project(ProjectId(id)).map_or(Reached::Nothing, Reached::Project),
         Reached::GroupId(id) => directory.group(GroupId(id)).map_or(Reached::Nothing, Reached::Group),
