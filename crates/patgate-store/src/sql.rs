@@ -36,6 +36,18 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 /// The channel PostgreSQL replicas LISTEN on; the payload is the change sequence number.
 pub const NOTIFY_CHANNEL: &str = "patgate_changes";
 
+/// Whose grants [`SqlStore::grants_of`] loads.
+#[derive(Clone, Copy, Debug)]
+enum GrantsOf<'a> {
+    /// Every token's (the start-up snapshot).
+    All,
+    Token(i64),
+    /// The tokens of one owner.
+    Owner(i64),
+    /// A page of tokens.
+    Tokens(&'a [i64]),
+}
+
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -374,16 +386,40 @@ impl SqlStore {
     async fn grants_of(
         &self,
         executor: impl sqlx::Executor<'_, Database = Any>,
-        token: Option<i64>,
+        of: GrantsOf<'_>,
     ) -> Result<HashMap<i64, Vec<patgate_core::Grant>>, StoreError> {
-        let rows = match token {
-            Some(id) => {
+        let rows = match of {
+            GrantsOf::All => {
+                sqlx::query("SELECT * FROM token_grants ORDER BY token_id, position").fetch_all(executor).await
+            }
+            GrantsOf::Token(id) => {
                 sqlx::query("SELECT * FROM token_grants WHERE token_id = $1 ORDER BY token_id, position")
                     .bind(id)
                     .fetch_all(executor)
                     .await
             }
-            None => sqlx::query("SELECT * FROM token_grants ORDER BY token_id, position").fetch_all(executor).await,
+            GrantsOf::Owner(owner) => {
+                sqlx::query(
+                    "SELECT g.* FROM token_grants g JOIN tokens t ON t.id = g.token_id WHERE t.owner_id = $1 \
+                     ORDER BY g.token_id, g.position",
+                )
+                .bind(owner)
+                .fetch_all(executor)
+                .await
+            }
+            GrantsOf::Tokens([]) => return Ok(HashMap::new()),
+            GrantsOf::Tokens(ids) => {
+                let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+                let sql = format!(
+                    "SELECT * FROM token_grants WHERE token_id IN ({}) ORDER BY token_id, position",
+                    placeholders.join(", ")
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in ids {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(executor).await
+            }
         }
         .map_err(database)?;
         let mut grants: HashMap<i64, Vec<patgate_core::Grant>> = HashMap::new();
@@ -581,7 +617,7 @@ impl Store for SqlStore {
             sqlx::query("SELECT * FROM groups ORDER BY full_path").fetch_all(&mut *tx).await.map_err(database)?;
         let projects = sqlx::query("SELECT * FROM projects ORDER BY id").fetch_all(&mut *tx).await.map_err(database)?;
         let memberships = sqlx::query("SELECT * FROM memberships").fetch_all(&mut *tx).await.map_err(database)?;
-        let mut grants = self.grants_of(&mut *tx, None).await?;
+        let mut grants = self.grants_of(&mut *tx, GrantsOf::All).await?;
         let tokens = sqlx::query("SELECT * FROM tokens ORDER BY id").fetch_all(&mut *tx).await.map_err(database)?;
         tx.commit().await.map_err(database)?;
         Ok(Snapshot {
@@ -664,7 +700,7 @@ impl Store for SqlStore {
             .await
             .map_err(database)?;
         let Some(row) = row else { return Ok(None) };
-        let mut grants = self.grants_of(&self.pool, Some(i64_of(id.0)?)).await?;
+        let mut grants = self.grants_of(&self.pool, GrantsOf::Token(i64_of(id.0)?)).await?;
         let (digest, mut token) = Self::token_row(&row, &mut grants)?;
         let rows = sqlx::query("SELECT ip FROM token_ips WHERE token_id = $1 ORDER BY seen_order DESC LIMIT $2")
             .bind(i64_of(id.0)?)
@@ -1116,7 +1152,8 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(database)?;
-        let mut grants = self.grants_of(&self.pool, None).await?;
+        let ids = rows.iter().map(|row| get::<i64>(row, "id")).collect::<Result<Vec<_>, _>>()?;
+        let mut grants = self.grants_of(&self.pool, GrantsOf::Tokens(&ids)).await?;
         rows.iter()
             .map(|row| {
                 let due = u32::try_from(get::<i64>(row, "due")?).unwrap_or(0);
@@ -1247,7 +1284,11 @@ impl Store for SqlStore {
             None => sqlx::query("SELECT * FROM tokens ORDER BY id").fetch_all(&self.pool).await,
         }
         .map_err(database)?;
-        let mut grants = self.grants_of(&self.pool, None).await?;
+        let grants_of = match owner {
+            Some(owner) => GrantsOf::Owner(i64_of(owner.0)?),
+            None => GrantsOf::All,
+        };
+        let mut grants = self.grants_of(&self.pool, grants_of).await?;
         let mut ips = self.ips_of(owner).await?;
         rows.iter()
             .map(|row| {

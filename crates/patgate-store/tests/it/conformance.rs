@@ -276,3 +276,54 @@ async fn concurrent_writes_get_distinct_increasing_sequence_numbers() {
         assert_eq!(logged, sequences);
     }
 }
+
+/// Listings load only the grants they show, and each token gets its own: one owner's list,
+/// everyone's, and the tokens due an expiry notice.
+#[tokio::test]
+async fn listed_tokens_carry_their_own_grants() {
+    for database in databases().await {
+        let store = connect(&database).await.unwrap();
+        let url = database.url.as_str();
+        let (alice, _) = store.create_user("alice", "", false, audit("user_created")).await.unwrap();
+        let (bob, _) = store.create_user("bob", "", false, audit("user_created")).await.unwrap();
+        let resources = resources();
+        let wiki = resources.id("wiki").unwrap();
+        let bobs = Authority::FineGrained(Box::new([Grant {
+            reach: Reach::PersonalProjects,
+            permissions: PermissionSet::new([(wiki, ActionSet::READ)]),
+        }]));
+        let mut made = Vec::new();
+        for (owner, authority) in [
+            (alice, fine_grained()),
+            (bob, bobs.clone()),
+            (alice, Authority::Legacy([LegacyScope::ReadApi].into_iter().collect::<ScopeSet>())),
+            (bob, fine_grained()),
+        ] {
+            let (id, _) =
+                store.create_token(&new_token(owner, authority.clone()), audit("token_created")).await.unwrap();
+            made.push((id, owner, authority));
+        }
+        let expected = |owner: Option<UserId>| -> Vec<(TokenId, Authority)> {
+            made.iter()
+                .filter(|(_, made_for, _)| owner.is_none_or(|owner| owner == *made_for))
+                .map(|(id, _, authority)| (*id, authority.clone()))
+                .collect()
+        };
+        for owner in [Some(alice), Some(bob), None] {
+            let listed: Vec<(TokenId, Authority)> =
+                store.tokens(owner).await.unwrap().into_iter().map(|row| (row.id, row.authority)).collect();
+            assert_eq!(listed, expected(owner), "{url}: tokens of {owner:?}");
+        }
+        // Every token expires in 30 days: all are due their 30-day notice, grants and all.
+        let mut due: Vec<(TokenId, Authority)> = store
+            .expiry_notices_due(T0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(row, _)| (row.id, row.authority))
+            .collect();
+        due.sort_by_key(|(id, _)| *id);
+        assert_eq!(due, expected(None), "{url}: notices due");
+        assert_eq!(store.expiry_notices_due(T0, 1).await.unwrap().len(), 1, "{url}: the limit holds");
+    }
+}
