@@ -1,9 +1,12 @@
 //! What listing tokens costs as the instance grows: one user's tokens table
-//! (`Store::tokens(Some(owner))`) and the minute job's query for expiry notices
-//! (`Store::expiry_notices_due`, 100 at most), with few and with many other tokens in the
-//! database, against one token by id (`Store::token`) in the same run.
+//! (`Store::tokens(Some(owner))`), the minute job's query for expiry notices
+//! (`Store::expiry_notices_due`, 100 at most) and one page of the credentials inventory
+//! (`Store::token_page`, 100 rows by expiry), with few and with many other tokens in the
+//! database, against one token by id (`Store::token`) in the same run; and, for
+//! comparison, reading every row (`Store::tokens(None)`, which the inventory did before it
+//! paged in the database).
 //!
-//! Both listings should cost the same whatever the number of other tokens: they read the
+//! The first two should cost the same whatever the number of other tokens: they read the
 //! rows they return, and those rows' grants, nothing else.
 //!
 //! Run: `cargo bench -p patgate-store --bench listing` (SQLite in a temporary file);
@@ -21,7 +24,7 @@ use patgate_core::{
     ActionSet, Authority, DigestKey, Grant, PermissionSet, Reach, Resources, ScopeSet, Timestamp, TokenFormat, TokenId,
     UserId, scope::LegacyScope,
 };
-use patgate_store::{Actor, Audit, NewToken, SqlStore, Store};
+use patgate_store::{Actor, Audit, NewToken, SqlStore, Store, TokenPageQuery, TokenSort};
 use sqlx::Connection;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -87,6 +90,8 @@ struct Figures {
     by_id: Duration,
     own_list: Duration,
     notices: Duration,
+    inventory_page: Duration,
+    every_row: Duration,
 }
 
 /// Adds tokens of other users until the database holds `total`, then times the three calls.
@@ -113,7 +118,21 @@ async fn measure(
     let by_id = time(|| store.token(own)).await;
     let own_list = time(|| store.tokens(Some(owner))).await;
     let notices = time(|| store.expiry_notices_due(T0, 100)).await;
-    Ok(Figures { tokens: total, by_id, own_list, notices })
+    let page = TokenPageQuery {
+        owner: None,
+        kind: None,
+        expires_before: None,
+        expires_after: None,
+        used_before: None,
+        used_after: None,
+        sort: TokenSort::ExpiresAt,
+        descending: false,
+        limit: 100,
+        offset: 0,
+    };
+    let inventory_page = time(|| store.token_page(&page)).await;
+    let every_row = time(|| store.tokens(None)).await;
+    Ok(Figures { tokens: total, by_id, own_list, notices, inventory_page, every_row })
 }
 
 async fn run(url: &str, many: usize) -> BenchResult<()> {
@@ -131,17 +150,30 @@ async fn run(url: &str, many: usize) -> BenchResult<()> {
     let few = measure(&store, &resources, owner, own, &mut others, &mut made, 100).await?;
     let lots = measure(&store, &resources, owner, own, &mut others, &mut made, many).await?;
     println!("{url}: {many} tokens written in {:.1} s", started.elapsed().as_secs_f64());
-    println!("{:>8} {:>14} {:>22} {:>26}", "tokens", "token by id", "one user's 3 tokens", "expiry notices (<= 100)");
+    println!(
+        "{:>8} {:>14} {:>22} {:>26} {:>26} {:>24}",
+        "tokens",
+        "token by id",
+        "one user's 3 tokens",
+        "expiry notices (<= 100)",
+        "inventory page (100)",
+        "every row, in memory"
+    );
     for figures in [&few, &lots] {
         let ratio = |d: Duration| d.as_secs_f64() / figures.by_id.as_secs_f64();
+        let micros = |d: Duration| d.as_secs_f64() * 1e6;
         println!(
-            "{:>8} {:>11.0} µs {:>11.0} µs ({:>4.1}x) {:>14.0} µs ({:>5.1}x)",
+            "{:>8} {:>11.0} µs {:>11.0} µs ({:>4.1}x) {:>14.0} µs ({:>5.1}x) {:>14.0} µs ({:>5.1}x) {:>12.0} µs ({:>6.1}x)",
             figures.tokens,
-            figures.by_id.as_secs_f64() * 1e6,
-            figures.own_list.as_secs_f64() * 1e6,
+            micros(figures.by_id),
+            micros(figures.own_list),
             ratio(figures.own_list),
-            figures.notices.as_secs_f64() * 1e6,
+            micros(figures.notices),
             ratio(figures.notices),
+            micros(figures.inventory_page),
+            ratio(figures.inventory_page),
+            micros(figures.every_row),
+            ratio(figures.every_row),
         );
     }
     println!(

@@ -160,6 +160,34 @@ pub struct NewToken {
     pub expires_at: Option<Timestamp>,
 }
 
+/// The stored column the tokens table is sorted by (then by id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSort {
+    Id,
+    CreatedAt,
+    /// Tokens that never expire sort after every date.
+    ExpiresAt,
+    /// Tokens never used sort before every date.
+    LastUsedAt,
+}
+
+/// What [`Store::token_page`] selects: filters on stored columns, a sort and a page. A
+/// bound on a date leaves out the tokens without that date.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenPageQuery {
+    /// One owner's tokens, or everyone's.
+    pub owner: Option<UserId>,
+    pub kind: Option<TokenKind>,
+    pub expires_before: Option<Timestamp>,
+    pub expires_after: Option<Timestamp>,
+    pub used_before: Option<Timestamp>,
+    pub used_after: Option<Timestamp>,
+    pub sort: TokenSort,
+    pub descending: bool,
+    pub limit: u32,
+    pub offset: u64,
+}
+
 /// The SHA-256 of a web session's random id: what the store keeps, never the id itself.
 ///
 /// INVARIANT: `Debug` shows nothing of it.
@@ -611,6 +639,19 @@ pub trait Store: Send + Sync {
     fn family(&self, family: TokenId) -> impl Future<Output = Result<Vec<TokenId>, StoreError>> + Send;
     fn token(&self, id: TokenId) -> impl Future<Output = Result<Option<TokenRow>, StoreError>> + Send;
     fn tokens(&self, owner: Option<UserId>) -> impl Future<Output = Result<Vec<TokenRow>, StoreError>> + Send;
+    /// One page of the tokens table, selected, sorted and counted by the database: the
+    /// rows and how many match in all.
+    fn token_page(
+        &self,
+        query: &TokenPageQuery,
+    ) -> impl Future<Output = Result<(Vec<TokenRow>, u64), StoreError>> + Send;
+    /// The permissions used by `tokens`, last used at or after `since`; by token, then
+    /// permission.
+    fn permission_uses_of(
+        &self,
+        tokens: &[TokenId],
+        since: Timestamp,
+    ) -> impl Future<Output = Result<Vec<(TokenId, PermissionUse)>, StoreError>> + Send;
     /// The permissions used by the tokens of `owner` (every token when `None`), or by
     /// `token` alone, last used at or after `since`; by token, then permission.
     fn permission_uses(

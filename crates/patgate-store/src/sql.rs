@@ -17,7 +17,8 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::{
     Audit, AuditEvent, AuditFilter, Change, CsrfToken, Delivery, DeliveryAttempt, DeliveryFilter, DirectoryBatch,
     ImportCounts, MembershipRow, NewSession, NewToken, PasswordHash, PathRow, PermissionUse, SessionDigest, SessionRow,
-    Settings, Snapshot, Store, StoreError, TokenRow, TokenUse, UserRow, WebhookTarget, convert,
+    Settings, Snapshot, Store, StoreError, TokenPageQuery, TokenRow, TokenSort, TokenUse, UserRow, WebhookTarget,
+    convert,
 };
 
 /// The `(boundary_kind, boundary_id)` columns of `boundary` (the instance's id is 0).
@@ -36,9 +37,9 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 /// The channel PostgreSQL replicas LISTEN on; the payload is the change sequence number.
 pub const NOTIFY_CHANNEL: &str = "patgate_changes";
 
-/// Whose grants [`SqlStore::grants_of`] loads.
+/// Whose grants or addresses [`SqlStore::grants_of`] and [`SqlStore::ips_of`] load.
 #[derive(Clone, Copy, Debug)]
-enum GrantsOf<'a> {
+enum TokensOf<'a> {
     /// Every token's (the start-up snapshot).
     All,
     Token(i64),
@@ -46,6 +47,17 @@ enum GrantsOf<'a> {
     Owner(i64),
     /// A page of tokens.
     Tokens(&'a [i64]),
+}
+
+/// `$first, $first+1, …`: `count` numbered placeholders.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// A value bound to a query built at run time.
+enum Value {
+    Int(i64),
+    Text(&'static str),
 }
 
 /// Which database a store runs on.
@@ -301,22 +313,40 @@ impl SqlStore {
         Ok(())
     }
 
-    /// The last client addresses of every token (of `owner`), newest first.
-    async fn ips_of(&self, owner: Option<UserId>) -> Result<HashMap<TokenId, Vec<std::net::IpAddr>>, StoreError> {
-        let rows = match owner {
-            Some(owner) => {
-                sqlx::query(
-                    "SELECT i.token_id, i.ip FROM token_ips i JOIN tokens t ON t.id = i.token_id \
-                 WHERE t.owner_id = $1 ORDER BY i.token_id, i.seen_order DESC",
-                )
-                .bind(i64_of(owner.0)?)
-                .fetch_all(&self.pool)
-                .await
-            }
-            None => {
+    /// The last client addresses of the tokens `of` names, newest first.
+    async fn ips_of(&self, of: TokensOf<'_>) -> Result<HashMap<TokenId, Vec<std::net::IpAddr>>, StoreError> {
+        let rows = match of {
+            TokensOf::All => {
                 sqlx::query("SELECT token_id, ip FROM token_ips ORDER BY token_id, seen_order DESC")
                     .fetch_all(&self.pool)
                     .await
+            }
+            TokensOf::Token(id) => {
+                sqlx::query("SELECT token_id, ip FROM token_ips WHERE token_id = $1 ORDER BY token_id, seen_order DESC")
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            TokensOf::Owner(owner) => {
+                sqlx::query(
+                    "SELECT i.token_id, i.ip FROM token_ips i JOIN tokens t ON t.id = i.token_id \
+                     WHERE t.owner_id = $1 ORDER BY i.token_id, i.seen_order DESC",
+                )
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await
+            }
+            TokensOf::Tokens([]) => return Ok(HashMap::new()),
+            TokensOf::Tokens(ids) => {
+                let sql = format!(
+                    "SELECT token_id, ip FROM token_ips WHERE token_id IN ({}) ORDER BY token_id, seen_order DESC",
+                    placeholders(1, ids.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in ids {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(&self.pool).await
             }
         }
         .map_err(database)?;
@@ -331,6 +361,35 @@ impl SqlStore {
             }
         }
         Ok(ips)
+    }
+
+    /// Permission uses from rows of `token_permission_uses`.
+    fn uses_of_rows(&self, rows: &[AnyRow]) -> Result<Vec<(TokenId, PermissionUse)>, StoreError> {
+        let mut uses = Vec::with_capacity(rows.len());
+        for row in rows {
+            // A permission the catalog no longer has was used by an older version: skipped.
+            let Ok(permission) = self.resources.permission(&get::<String>(row, "permission")?) else { continue };
+            let kind: String = get(row, "boundary_kind")?;
+            let id = u64_of(get(row, "boundary_id")?)?;
+            let boundary = match kind.parse::<BoundaryKind>() {
+                Ok(BoundaryKind::Project) => Boundary::Project(ProjectId(id)),
+                Ok(BoundaryKind::Group) => Boundary::Group(GroupId(id)),
+                Ok(BoundaryKind::User) => Boundary::User(UserId(id)),
+                Ok(BoundaryKind::Instance) => Boundary::Instance,
+                Err(()) => return Err(StoreError::Corrupt(format!("boundary kind `{kind}`"))),
+            };
+            uses.push((
+                TokenId(u64_of(get(row, "token_id")?)?),
+                PermissionUse {
+                    permission,
+                    boundary,
+                    uses: u64_of(get(row, "uses")?)?,
+                    first_used: Timestamp(get(row, "first_used")?),
+                    last_used: Timestamp(get(row, "last_used")?),
+                },
+            ));
+        }
+        Ok(uses)
     }
 
     fn delivery_row(row: &AnyRow) -> Result<Delivery, StoreError> {
@@ -386,19 +445,19 @@ impl SqlStore {
     async fn grants_of(
         &self,
         executor: impl sqlx::Executor<'_, Database = Any>,
-        of: GrantsOf<'_>,
+        of: TokensOf<'_>,
     ) -> Result<HashMap<i64, Vec<patgate_core::Grant>>, StoreError> {
         let rows = match of {
-            GrantsOf::All => {
+            TokensOf::All => {
                 sqlx::query("SELECT * FROM token_grants ORDER BY token_id, position").fetch_all(executor).await
             }
-            GrantsOf::Token(id) => {
+            TokensOf::Token(id) => {
                 sqlx::query("SELECT * FROM token_grants WHERE token_id = $1 ORDER BY token_id, position")
                     .bind(id)
                     .fetch_all(executor)
                     .await
             }
-            GrantsOf::Owner(owner) => {
+            TokensOf::Owner(owner) => {
                 sqlx::query(
                     "SELECT g.* FROM token_grants g JOIN tokens t ON t.id = g.token_id WHERE t.owner_id = $1 \
                      ORDER BY g.token_id, g.position",
@@ -407,12 +466,11 @@ impl SqlStore {
                 .fetch_all(executor)
                 .await
             }
-            GrantsOf::Tokens([]) => return Ok(HashMap::new()),
-            GrantsOf::Tokens(ids) => {
-                let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+            TokensOf::Tokens([]) => return Ok(HashMap::new()),
+            TokensOf::Tokens(ids) => {
                 let sql = format!(
                     "SELECT * FROM token_grants WHERE token_id IN ({}) ORDER BY token_id, position",
-                    placeholders.join(", ")
+                    placeholders(1, ids.len())
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for id in ids {
@@ -617,7 +675,7 @@ impl Store for SqlStore {
             sqlx::query("SELECT * FROM groups ORDER BY full_path").fetch_all(&mut *tx).await.map_err(database)?;
         let projects = sqlx::query("SELECT * FROM projects ORDER BY id").fetch_all(&mut *tx).await.map_err(database)?;
         let memberships = sqlx::query("SELECT * FROM memberships").fetch_all(&mut *tx).await.map_err(database)?;
-        let mut grants = self.grants_of(&mut *tx, GrantsOf::All).await?;
+        let mut grants = self.grants_of(&mut *tx, TokensOf::All).await?;
         let tokens = sqlx::query("SELECT * FROM tokens ORDER BY id").fetch_all(&mut *tx).await.map_err(database)?;
         tx.commit().await.map_err(database)?;
         Ok(Snapshot {
@@ -700,7 +758,7 @@ impl Store for SqlStore {
             .await
             .map_err(database)?;
         let Some(row) = row else { return Ok(None) };
-        let mut grants = self.grants_of(&self.pool, GrantsOf::Token(i64_of(id.0)?)).await?;
+        let mut grants = self.grants_of(&self.pool, TokensOf::Token(i64_of(id.0)?)).await?;
         let (digest, mut token) = Self::token_row(&row, &mut grants)?;
         let rows = sqlx::query("SELECT ip FROM token_ips WHERE token_id = $1 ORDER BY seen_order DESC LIMIT $2")
             .bind(i64_of(id.0)?)
@@ -1153,7 +1211,7 @@ impl Store for SqlStore {
         .await
         .map_err(database)?;
         let ids = rows.iter().map(|row| get::<i64>(row, "id")).collect::<Result<Vec<_>, _>>()?;
-        let mut grants = self.grants_of(&self.pool, GrantsOf::Tokens(&ids)).await?;
+        let mut grants = self.grants_of(&self.pool, TokensOf::Tokens(&ids)).await?;
         rows.iter()
             .map(|row| {
                 let due = u32::try_from(get::<i64>(row, "due")?).unwrap_or(0);
@@ -1285,11 +1343,11 @@ impl Store for SqlStore {
         }
         .map_err(database)?;
         let grants_of = match owner {
-            Some(owner) => GrantsOf::Owner(i64_of(owner.0)?),
-            None => GrantsOf::All,
+            Some(owner) => TokensOf::Owner(i64_of(owner.0)?),
+            None => TokensOf::All,
         };
         let mut grants = self.grants_of(&self.pool, grants_of).await?;
-        let mut ips = self.ips_of(owner).await?;
+        let mut ips = self.ips_of(grants_of).await?;
         rows.iter()
             .map(|row| {
                 Self::token_row(row, &mut grants).map(|(_, mut token)| {
@@ -1326,31 +1384,108 @@ impl Store for SqlStore {
             ))),
         };
         let rows = query.bind(since.0).fetch_all(&self.pool).await.map_err(database)?;
-        let mut uses = Vec::with_capacity(rows.len());
-        for row in &rows {
-            // A permission the catalog no longer has was used by an older version: skipped.
-            let Ok(permission) = self.resources.permission(&get::<String>(row, "permission")?) else { continue };
-            let kind: String = get(row, "boundary_kind")?;
-            let id = u64_of(get(row, "boundary_id")?)?;
-            let boundary = match kind.parse::<BoundaryKind>() {
-                Ok(BoundaryKind::Project) => Boundary::Project(ProjectId(id)),
-                Ok(BoundaryKind::Group) => Boundary::Group(GroupId(id)),
-                Ok(BoundaryKind::User) => Boundary::User(UserId(id)),
-                Ok(BoundaryKind::Instance) => Boundary::Instance,
-                Err(()) => return Err(StoreError::Corrupt(format!("boundary kind `{kind}`"))),
-            };
-            uses.push((
-                TokenId(u64_of(get(row, "token_id")?)?),
-                PermissionUse {
-                    permission,
-                    boundary,
-                    uses: u64_of(get(row, "uses")?)?,
-                    first_used: Timestamp(get(row, "first_used")?),
-                    last_used: Timestamp(get(row, "last_used")?),
-                },
-            ));
+        self.uses_of_rows(&rows)
+    }
+
+    async fn permission_uses_of(
+        &self,
+        tokens: &[TokenId],
+        since: Timestamp,
+    ) -> Result<Vec<(TokenId, PermissionUse)>, StoreError> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(uses)
+        let sql = format!(
+            "SELECT u.token_id, u.permission, u.boundary_kind, u.boundary_id, u.uses, u.first_used, u.last_used \
+             FROM token_permission_uses u WHERE u.last_used >= $1 AND u.token_id IN ({}) \
+             ORDER BY u.token_id, u.permission, u.boundary_kind, u.boundary_id",
+            placeholders(2, tokens.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since.0);
+        for token in tokens {
+            query = query.bind(i64_of(token.0)?);
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(database)?;
+        self.uses_of_rows(&rows)
+    }
+
+    async fn token_page(&self, page: &TokenPageQuery) -> Result<(Vec<TokenRow>, u64), StoreError> {
+        let mut values = Vec::new();
+        let mut conditions = Vec::new();
+        let bind = |values: &mut Vec<Value>, value: Value| {
+            values.push(value);
+            format!("${}", values.len())
+        };
+        if let Some(owner) = page.owner {
+            conditions.push(format!("owner_id = {}", bind(&mut values, Value::Int(i64_of(owner.0)?))));
+        }
+        if let Some(kind) = page.kind {
+            conditions.push(format!("kind = {}", bind(&mut values, Value::Text(kind.name()))));
+        }
+        for (column, before, after) in [
+            ("expires_at", page.expires_before, page.expires_after),
+            ("last_used_at", page.used_before, page.used_after),
+        ] {
+            if before.is_some() || after.is_some() {
+                conditions.push(format!("{column} IS NOT NULL"));
+            }
+            if let Some(before) = before {
+                conditions.push(format!("{column} < {}", bind(&mut values, Value::Int(before.0))));
+            }
+            if let Some(after) = after {
+                conditions.push(format!("{column} >= {}", bind(&mut values, Value::Int(after.0))));
+            }
+        }
+        let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
+        let (up, down) = ("ASC", "DESC");
+        let direction = if page.descending { down } else { up };
+        let order = match (page.sort, page.descending) {
+            (TokenSort::Id, _) => format!("id {direction}"),
+            (TokenSort::CreatedAt, _) => format!("created_at {direction}, id {direction}"),
+            // Going up, a token that never expires comes after every date, one never used
+            // before every date; going down, the reverse.
+            (TokenSort::ExpiresAt, false) => "expires_at ASC NULLS LAST, id ASC".to_owned(),
+            (TokenSort::ExpiresAt, true) => "expires_at DESC NULLS FIRST, id DESC".to_owned(),
+            (TokenSort::LastUsedAt, false) => "last_used_at ASC NULLS FIRST, id ASC".to_owned(),
+            (TokenSort::LastUsedAt, true) => "last_used_at DESC NULLS LAST, id DESC".to_owned(),
+        };
+        let with_values = |sql: String, values: &[Value]| {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for value in values {
+                query = match value {
+                    Value::Int(int) => query.bind(*int),
+                    Value::Text(text) => query.bind(*text),
+                };
+            }
+            query
+        };
+        let total: i64 = with_values(format!("SELECT COUNT(*) AS n FROM tokens{filter}"), &values)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(database)
+            .and_then(|row| get(&row, "n"))?;
+        let limit = bind(&mut values, Value::Int(i64::from(page.limit)));
+        let offset = bind(&mut values, Value::Int(i64::try_from(page.offset).unwrap_or(i64::MAX)));
+        let rows = with_values(
+            format!("SELECT * FROM tokens{filter} ORDER BY {order} LIMIT {limit} OFFSET {offset}"),
+            &values,
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database)?;
+        let ids = rows.iter().map(|row| get::<i64>(row, "id")).collect::<Result<Vec<_>, _>>()?;
+        let mut grants = self.grants_of(&self.pool, TokensOf::Tokens(&ids)).await?;
+        let mut ips = self.ips_of(TokensOf::Tokens(&ids)).await?;
+        let tokens = rows
+            .iter()
+            .map(|row| {
+                Self::token_row(row, &mut grants).map(|(_, mut token)| {
+                    token.last_ips = ips.remove(&token.id).unwrap_or_default();
+                    token
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((tokens, u64::try_from(total).unwrap_or(0)))
     }
 
     async fn set_password_hash(

@@ -14,7 +14,7 @@ use patgate_core::{
         validate_new_token,
     },
 };
-use patgate_store::{Actor, Audit, NewToken, PermissionUse, Store, TokenRow};
+use patgate_store::{Actor, Audit, NewToken, PermissionUse, Store, TokenPageQuery, TokenRow, TokenSort};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -427,11 +427,51 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
     let search = query.search.as_deref().map(str::to_lowercase).filter(|text| !text.is_empty());
 
     let now = state.clock.now();
-    let rows = state.store.tokens(owner).await?;
-    let mut uses: std::collections::HashMap<TokenId, Vec<PermissionUse>> = std::collections::HashMap::new();
-    for (token, each) in state.store.permission_uses(owner, None, window_start(state, now)).await? {
-        uses.entry(token).or_default().push(each);
+    let group_uses = |listed: Vec<(TokenId, PermissionUse)>| {
+        let mut uses: std::collections::HashMap<TokenId, Vec<PermissionUse>> = std::collections::HashMap::new();
+        for (token, each) in listed {
+            uses.entry(token).or_default().push(each);
+        }
+        uses
+    };
+    // Without a filter on computed states or flags, a name search or a sort by name, the
+    // database selects, sorts, counts and pages: only the page's rows are read.
+    let sort_by_column = match sort {
+        "id" => Some(TokenSort::Id),
+        "created_at" => Some(TokenSort::CreatedAt),
+        "expires_at" => Some(TokenSort::ExpiresAt),
+        "last_used_at" => Some(TokenSort::LastUsedAt),
+        _ => None,
+    };
+    if let Some(sort) = sort_by_column
+        && states.is_empty()
+        && flags.is_empty()
+        && search.is_none()
+    {
+        let page_query = TokenPageQuery {
+            owner,
+            kind,
+            expires_before,
+            expires_after,
+            used_before,
+            used_after,
+            sort,
+            descending,
+            limit: per_page,
+            offset: u64::from(page - 1) * u64::from(per_page),
+        };
+        let (rows, total) = state.store.token_page(&page_query).await?;
+        let ids: Vec<TokenId> = rows.iter().map(|row| row.id).collect();
+        let uses = group_uses(state.store.permission_uses_of(&ids, window_start(state, now)).await?);
+        let tokens = rows
+            .iter()
+            .map(|row| token_response(state, row, None, now, uses.get(&row.id).map_or(&[][..], Vec::as_slice)))
+            .collect();
+        return Ok(TokenPage { tokens, total: usize::try_from(total).unwrap_or(usize::MAX), page, per_page });
     }
+
+    let rows = state.store.tokens(owner).await?;
+    let uses = group_uses(state.store.permission_uses(owner, None, window_start(state, now)).await?);
     let within = |value: Option<Timestamp>, before: Option<Timestamp>, after: Option<Timestamp>| {
         (before.is_none() && after.is_none())
             || value.is_some_and(|v| before.is_none_or(|b| v < b) && after.is_none_or(|a| v >= a))

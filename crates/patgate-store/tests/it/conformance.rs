@@ -327,3 +327,124 @@ async fn listed_tokens_carry_their_own_grants() {
         assert_eq!(store.expiry_notices_due(T0, 1).await.unwrap().len(), 1, "{url}: the limit holds");
     }
 }
+
+/// The database's page of the tokens table is what filtering, sorting and paging every
+/// row in memory gives: each sort both ways (a missing expiry after every date going up, a
+/// missing last use before), the owner, kind and date filters, pages and the total.
+#[tokio::test]
+async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
+    use patgate_store::{TokenPageQuery, TokenRow, TokenSort, TokenUse};
+    for database in databases().await {
+        let store = connect(&database).await.unwrap();
+        let url = database.url.as_str();
+        let (alice, _) = store.create_user("alice", "", false, audit("user_created")).await.unwrap();
+        let (bob, _) = store.create_user("bob", "", false, audit("user_created")).await.unwrap();
+        for n in 0..14_i64 {
+            let owner = if n % 3 == 0 { bob } else { alice };
+            let authority = if n % 2 == 0 {
+                fine_grained()
+            } else {
+                Authority::Legacy([LegacyScope::Api].into_iter().collect::<ScopeSet>())
+            };
+            let mut token = new_token(owner, authority);
+            token.created_at = Timestamp(T0.0 - (n * 7919) % 5000);
+            token.expires_at = (n % 4 != 0).then(|| T0.plus_days(1 + (n * 5) % 9));
+            let (id, _) = store.create_token(&token, audit("token_created")).await.unwrap();
+            if n % 3 != 1 {
+                let used = TokenUse {
+                    token: id,
+                    owner,
+                    last_used_at: Timestamp(T0.0 + (n * 31) % 200),
+                    ips: vec!["10.1.2.3".parse().unwrap()],
+                    permissions: Vec::new(),
+                };
+                store.record_usage(&[used]).await.unwrap();
+            }
+        }
+        let all = store.tokens(None).await.unwrap();
+        let within = |value: Option<Timestamp>, before: Option<Timestamp>, after: Option<Timestamp>| {
+            (before.is_none() && after.is_none())
+                || value.is_some_and(|v| before.is_none_or(|b| v < b) && after.is_none_or(|a| v >= a))
+        };
+        let oracle = |query: &TokenPageQuery| -> (Vec<TokenId>, u64) {
+            let mut rows: Vec<&TokenRow> = all
+                .iter()
+                .filter(|row| query.owner.is_none_or(|owner| row.owner == owner))
+                .filter(|row| query.kind.is_none_or(|kind| row.kind == kind))
+                .filter(|row| within(row.expires_at, query.expires_before, query.expires_after))
+                .filter(|row| within(row.last_used_at, query.used_before, query.used_after))
+                .collect();
+            rows.sort_by(|a, b| {
+                let order = match query.sort {
+                    TokenSort::Id => std::cmp::Ordering::Equal,
+                    TokenSort::CreatedAt => a.created_at.cmp(&b.created_at),
+                    TokenSort::ExpiresAt => {
+                        a.expires_at.unwrap_or(Timestamp(i64::MAX)).cmp(&b.expires_at.unwrap_or(Timestamp(i64::MAX)))
+                    }
+                    TokenSort::LastUsedAt => a
+                        .last_used_at
+                        .unwrap_or(Timestamp(i64::MIN))
+                        .cmp(&b.last_used_at.unwrap_or(Timestamp(i64::MIN))),
+                }
+                .then(a.id.cmp(&b.id));
+                if query.descending { order.reverse() } else { order }
+            });
+            let total = rows.len() as u64;
+            let page = rows.iter().skip(query.offset as usize).take(query.limit as usize).map(|row| row.id).collect();
+            (page, total)
+        };
+        let base = TokenPageQuery {
+            owner: None,
+            kind: None,
+            expires_before: None,
+            expires_after: None,
+            used_before: None,
+            used_after: None,
+            sort: TokenSort::Id,
+            descending: false,
+            limit: 100,
+            offset: 0,
+        };
+        let mut queries = Vec::new();
+        for sort in [TokenSort::Id, TokenSort::CreatedAt, TokenSort::ExpiresAt, TokenSort::LastUsedAt] {
+            for descending in [false, true] {
+                queries.push(TokenPageQuery { sort, descending, ..base.clone() });
+                queries.push(TokenPageQuery { sort, descending, limit: 4, offset: 5, ..base.clone() });
+            }
+        }
+        queries.push(TokenPageQuery { owner: Some(alice), kind: Some(TokenKind::Legacy), ..base.clone() });
+        queries.push(TokenPageQuery { owner: Some(bob), sort: TokenSort::ExpiresAt, ..base.clone() });
+        queries.push(TokenPageQuery { expires_before: Some(T0.plus_days(5)), ..base.clone() });
+        queries.push(TokenPageQuery {
+            expires_after: Some(T0.plus_days(3)),
+            sort: TokenSort::ExpiresAt,
+            ..base.clone()
+        });
+        queries.push(TokenPageQuery {
+            used_after: Some(Timestamp(T0.0 + 50)),
+            used_before: Some(Timestamp(T0.0 + 150)),
+            ..base.clone()
+        });
+        queries.push(TokenPageQuery {
+            used_before: Some(T0.plus_days(1)),
+            sort: TokenSort::LastUsedAt,
+            descending: true,
+            ..base.clone()
+        });
+        queries.push(TokenPageQuery { limit: 3, offset: 99, ..base.clone() });
+        for query in &queries {
+            let (rows, total) = store.token_page(query).await.unwrap();
+            let ids: Vec<TokenId> = rows.iter().map(|row| row.id).collect();
+            assert_eq!((ids, total), oracle(query), "{url}: {query:?}");
+            for row in &rows {
+                let listed = all.iter().find(|each| each.id == row.id).unwrap();
+                assert_eq!(
+                    (&row.authority, &row.last_ips),
+                    (&listed.authority, &listed.last_ips),
+                    "{url}: token {}",
+                    row.id
+                );
+            }
+        }
+    }
+}
