@@ -118,18 +118,7 @@ async fn measure(
     let by_id = time(|| store.token(own)).await;
     let own_list = time(|| store.tokens(Some(owner))).await;
     let notices = time(|| store.expiry_notices_due(T0, 100)).await;
-    let page = TokenPageQuery {
-        owner: None,
-        kind: None,
-        expires_before: None,
-        expires_after: None,
-        used_before: None,
-        used_after: None,
-        sort: TokenSort::ExpiresAt,
-        descending: false,
-        limit: 100,
-        offset: 0,
-    };
+    let page = TokenPageQuery { sort: TokenSort::ExpiresAt, ..TokenPageQuery::first(100) };
     let inventory_page = time(|| store.token_page(&page)).await;
     let every_row = time(|| store.tokens(None)).await;
     Ok(Figures { tokens: total, by_id, own_list, notices, inventory_page, every_row })

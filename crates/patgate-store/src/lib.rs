@@ -161,8 +161,9 @@ pub struct NewToken {
 }
 
 /// The stored column the tokens table is sorted by (then by id).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TokenSort {
+    #[default]
     Id,
     CreatedAt,
     /// Tokens that never expire sort after every date.
@@ -186,6 +187,24 @@ pub struct TokenPageQuery {
     pub descending: bool,
     pub limit: u32,
     pub offset: u64,
+}
+
+impl TokenPageQuery {
+    /// The first `limit` tokens of everyone, by id, unfiltered.
+    pub fn first(limit: u32) -> TokenPageQuery {
+        TokenPageQuery {
+            owner: None,
+            kind: None,
+            expires_before: None,
+            expires_after: None,
+            used_before: None,
+            used_after: None,
+            sort: TokenSort::Id,
+            descending: false,
+            limit,
+            offset: 0,
+        }
+    }
 }
 
 /// The SHA-256 of a web session's random id: what the store keeps, never the id itself.

@@ -49,6 +49,37 @@ enum TokensOf<'a> {
     Tokens(&'a [i64]),
 }
 
+impl TokensOf<'_> {
+    /// `SELECT {columns} FROM {table} x` for the tokens named (rows with a `token_id`),
+    /// ordered by token and then `order`, with the values to bind; `None` when no token is
+    /// named.
+    fn select(self, columns: &str, table: &str, order: &str) -> Option<(String, Vec<i64>)> {
+        let (join, condition, values) = match self {
+            TokensOf::All => ("", String::new(), Vec::new()),
+            TokensOf::Token(id) => ("", " WHERE x.token_id = $1".to_owned(), vec![id]),
+            TokensOf::Owner(owner) => {
+                (" JOIN tokens t ON t.id = x.token_id", " WHERE t.owner_id = $1".to_owned(), vec![owner])
+            }
+            TokensOf::Tokens([]) => return None,
+            TokensOf::Tokens(ids) => {
+                ("", format!(" WHERE x.token_id IN ({})", placeholders(1, ids.len())), ids.to_vec())
+            }
+        };
+        Some((format!("SELECT {columns} FROM {table} x{join}{condition} ORDER BY x.token_id, {order}"), values))
+    }
+}
+
+/// `query` with `values` bound in order.
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    values: &[i64],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    for value in values {
+        query = query.bind(*value);
+    }
+    query
+}
+
 /// `$first, $first+1, …`: `count` numbered placeholders.
 fn placeholders(first: usize, count: usize) -> String {
     (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
@@ -315,41 +346,11 @@ impl SqlStore {
 
     /// The last client addresses of the tokens `of` names, newest first.
     async fn ips_of(&self, of: TokensOf<'_>) -> Result<HashMap<TokenId, Vec<std::net::IpAddr>>, StoreError> {
-        let rows = match of {
-            TokensOf::All => {
-                sqlx::query("SELECT token_id, ip FROM token_ips ORDER BY token_id, seen_order DESC")
-                    .fetch_all(&self.pool)
-                    .await
-            }
-            TokensOf::Token(id) => {
-                sqlx::query("SELECT token_id, ip FROM token_ips WHERE token_id = $1 ORDER BY token_id, seen_order DESC")
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-            TokensOf::Owner(owner) => {
-                sqlx::query(
-                    "SELECT i.token_id, i.ip FROM token_ips i JOIN tokens t ON t.id = i.token_id \
-                     WHERE t.owner_id = $1 ORDER BY i.token_id, i.seen_order DESC",
-                )
-                .bind(owner)
-                .fetch_all(&self.pool)
-                .await
-            }
-            TokensOf::Tokens([]) => return Ok(HashMap::new()),
-            TokensOf::Tokens(ids) => {
-                let sql = format!(
-                    "SELECT token_id, ip FROM token_ips WHERE token_id IN ({}) ORDER BY token_id, seen_order DESC",
-                    placeholders(1, ids.len())
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for id in ids {
-                    query = query.bind(*id);
-                }
-                query.fetch_all(&self.pool).await
-            }
-        }
-        .map_err(database)?;
+        let Some((sql, ids)) = of.select("x.token_id, x.ip", "token_ips", "x.seen_order DESC") else {
+            return Ok(HashMap::new());
+        };
+        let rows =
+            bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), &ids).fetch_all(&self.pool).await.map_err(database)?;
         let mut ips: HashMap<TokenId, Vec<std::net::IpAddr>> = HashMap::new();
         for row in &rows {
             let token = TokenId(u64_of(get(row, "token_id")?)?);
@@ -447,39 +448,10 @@ impl SqlStore {
         executor: impl sqlx::Executor<'_, Database = Any>,
         of: TokensOf<'_>,
     ) -> Result<HashMap<i64, Vec<patgate_core::Grant>>, StoreError> {
-        let rows = match of {
-            TokensOf::All => {
-                sqlx::query("SELECT * FROM token_grants ORDER BY token_id, position").fetch_all(executor).await
-            }
-            TokensOf::Token(id) => {
-                sqlx::query("SELECT * FROM token_grants WHERE token_id = $1 ORDER BY token_id, position")
-                    .bind(id)
-                    .fetch_all(executor)
-                    .await
-            }
-            TokensOf::Owner(owner) => {
-                sqlx::query(
-                    "SELECT g.* FROM token_grants g JOIN tokens t ON t.id = g.token_id WHERE t.owner_id = $1 \
-                     ORDER BY g.token_id, g.position",
-                )
-                .bind(owner)
-                .fetch_all(executor)
-                .await
-            }
-            TokensOf::Tokens([]) => return Ok(HashMap::new()),
-            TokensOf::Tokens(ids) => {
-                let sql = format!(
-                    "SELECT * FROM token_grants WHERE token_id IN ({}) ORDER BY token_id, position",
-                    placeholders(1, ids.len())
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for id in ids {
-                    query = query.bind(*id);
-                }
-                query.fetch_all(executor).await
-            }
-        }
-        .map_err(database)?;
+        let Some((sql, ids)) = of.select("x.*", "token_grants", "x.position") else {
+            return Ok(HashMap::new());
+        };
+        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), &ids).fetch_all(executor).await.map_err(database)?;
         let mut grants: HashMap<i64, Vec<patgate_core::Grant>> = HashMap::new();
         for row in &rows {
             let grant = convert::parse_grant(
@@ -1401,11 +1373,11 @@ impl Store for SqlStore {
              ORDER BY u.token_id, u.permission, u.boundary_kind, u.boundary_id",
             placeholders(2, tokens.len())
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since.0);
-        for token in tokens {
-            query = query.bind(i64_of(token.0)?);
-        }
-        let rows = query.fetch_all(&self.pool).await.map_err(database)?;
+        let ids = tokens.iter().map(|token| i64_of(token.0)).collect::<Result<Vec<_>, _>>()?;
+        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since.0), &ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database)?;
         self.uses_of_rows(&rows)
     }
 

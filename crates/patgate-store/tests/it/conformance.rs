@@ -393,18 +393,7 @@ async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
             let page = rows.iter().skip(query.offset as usize).take(query.limit as usize).map(|row| row.id).collect();
             (page, total)
         };
-        let base = TokenPageQuery {
-            owner: None,
-            kind: None,
-            expires_before: None,
-            expires_after: None,
-            used_before: None,
-            used_after: None,
-            sort: TokenSort::Id,
-            descending: false,
-            limit: 100,
-            offset: 0,
-        };
+        let base = TokenPageQuery::first(100);
         let mut queries = Vec::new();
         for sort in [TokenSort::Id, TokenSort::CreatedAt, TokenSort::ExpiresAt, TokenSort::LastUsedAt] {
             for descending in [false, true] {
