@@ -5,13 +5,11 @@ use std::{borrow::Cow, collections::HashMap, fmt, hash::BuildHasher, str::FromSt
 
 use foldhash::fast::{FixedState, RandomState};
 
-use crate::{decision::BoundaryRef, role::Role};
+use crate::{decision::BoundaryRef, role::Role, tag_table::TagTable};
 
 mod id_map;
 
 use id_map::IdMap;
-
-use crate::tag_table::TagTable;
 
 pub(crate) type FastMap<K, V> = HashMap<K, V, FixedState>;
 
