@@ -38,8 +38,8 @@ use std::{
 
 use criterion::Criterion;
 use patgate_core::{
-    Authority, DigestKey, Engine, Grant, Index, Resources, TokenDigest, TokenFormat, TokenLookup, TokenRecord,
-    authenticate, token::format::ParsedToken,
+    Authority, DigestKey, Engine, Grant, Index, Resources, TokenAddress, TokenDigest, TokenFormat, TokenLookup,
+    TokenRecord, authenticate, token::format::ParsedToken,
 };
 use sha2::{Digest, Sha256};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, Stats, StatsAlloc};
@@ -306,7 +306,7 @@ fn main() -> BenchResult<()> {
         })
         .collect();
     let parsed: Vec<ParsedToken<'_>> = mix.iter().filter_map(|item| engine.format.parse(&item.token).ok()).collect();
-    let digests: Vec<TokenDigest> = parsed.iter().map(|token| engine.key.digest(token)).collect();
+    let addresses: Vec<TokenAddress> = parsed.iter().map(|token| engine.key.address(token)).collect();
 
     // Baseline: one SHA-256 and one HashMap<[u8; 32], u32> get over the same 1M tokens.
     let started = Instant::now();
@@ -434,8 +434,8 @@ fn main() -> BenchResult<()> {
         })
         .collect();
     by_outcome.sort_by_key(|(_, summary)| std::cmp::Reverse(summary.p50));
-    let lookup = time_calls(digests.len(), ROUNDS, |i| {
-        black_box(engine.index.token_by_digest(black_box(&digests[i])));
+    let lookup = time_calls(addresses.len(), ROUNDS, |i| {
+        black_box(engine.index.token_at(black_box(&addresses[i])));
     });
     let base = time_calls(parsed.len(), ROUNDS, |i| {
         black_box(baseline(black_box(parsed[i].expose_secret())));
@@ -499,9 +499,9 @@ fn main() -> BenchResult<()> {
         let mut next = 0_usize;
         criterion.bench_function("lookup_by_digest", |b| {
             b.iter(|| {
-                let digest = &digests[next % digests.len()];
+                let address = &addresses[next % addresses.len()];
                 next = next.wrapping_add(1);
-                engine.index.token_by_digest(black_box(digest)).map(|record| record.id)
+                engine.index.token_at(black_box(address)).map(|record| record.id)
             })
         });
         let mut next = 0_usize;

@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         permissions: PermissionSet::new([(registry, "cr".parse::<Letters>()?.0)]),
     };
     index.insert_token(
-        key.digest_plain(&fine),
+        key.address_plain(&fine),
         TokenRecord {
             id: TokenId(1),
             owner: UserId(1),
@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let legacy = format.generate(TokenKind::Legacy)?;
     index.insert_token(
-        key.digest_plain(&legacy),
+        key.address_plain(&legacy),
         TokenRecord {
             id: TokenId(2),
             owner: UserId(1),

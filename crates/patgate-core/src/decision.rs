@@ -14,7 +14,7 @@ use crate::{
     role::{Requirement, Role},
     scope::{LegacyScope, ScopeSet},
     time::Timestamp,
-    token::{Authority, DigestKey, ParsedToken, TokenDigest, TokenFormat, TokenId, TokenParseError, TokenRecord},
+    token::{Authority, DigestKey, ParsedToken, TokenAddress, TokenFormat, TokenId, TokenParseError, TokenRecord},
 };
 
 /// The API surface a request arrived on; legacy scopes treat them differently.
@@ -309,17 +309,17 @@ pub fn authenticate<'i, L: TokenLookup>(
     presented: &str,
 ) -> Result<&'i TokenRecord, DenyReason> {
     let parsed = format.parse(presented).map_err(DenyReason::Malformed)?;
-    let digest = key.digest(&parsed);
-    find_token(lookup, &parsed, &digest)
+    let address = key.address(&parsed);
+    find_token(lookup, &parsed, &address)
 }
 
 /// The token a parsed string names, by its digest.
 pub(crate) fn find_token<'i, L: TokenLookup>(
     lookup: &'i L,
     parsed: &ParsedToken<'_>,
-    digest: &TokenDigest,
+    address: &TokenAddress,
 ) -> Result<&'i TokenRecord, DenyReason> {
-    match lookup.token_by_digest(digest) {
+    match lookup.token_at(address) {
         Some(token) if token.authority.kind() == parsed.kind() => Ok(token),
         // A digest match with the other kind's prefix cannot happen by chance; treat as unknown.
         _ => Err(DenyReason::UnknownToken),

@@ -30,10 +30,11 @@ impl Engine {
             Ok(parsed) => parsed,
             Err(error) => return Decision::deny(DenyReason::Malformed(error)),
         };
-        warm::prefetch_boundary(&self.index.directory, request);
-        let digest = self.key.digest(&parsed);
-        warm::warm(&self.index, &digest, request);
-        match find_token(&self.index, &parsed, &digest) {
+        let hint = parsed.hint();
+        warm::prefetch_first(&self.index, hint, request);
+        let address = self.key.address(&parsed);
+        warm::warm(&self.index, &address, request);
+        match find_token(&self.index, &parsed, &address) {
             Ok(token) => decide_under(&self.resources, &self.index.directory, &self.policy, token, request, now),
             Err(reason) => Decision::deny(reason),
         }

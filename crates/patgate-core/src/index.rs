@@ -4,10 +4,22 @@ use crate::{
     directory::{Directory, FastMap, UserId},
     tag_table::TagTable,
     time::Timestamp,
-    token::{TokenDigest, TokenId, TokenRecord},
+    token::{TokenAddress, TokenDigest, TokenHint, TokenId, TokenRecord},
 };
 
-// A digest table value: the slot in the low 32 bits and, when it fits, the owner's id plus
+// A hint table tag: the hint above `DIGEST_BITS` bits of the digest. Never zero.
+const DIGEST_BITS: u32 = 40;
+
+fn tag(address: &TokenAddress) -> u64 {
+    (address.hint.tag() << DIGEST_BITS) | (address.digest.tag() & ((1 << DIGEST_BITS) - 1))
+}
+
+// Where a hint's entries start: the same bits, the digest's left out.
+fn home(hint: TokenHint) -> u64 {
+    hint.tag() << DIGEST_BITS
+}
+
+// A hint table value: the slot in the low 32 bits and, when it fits, the owner's id plus
 // one above them (zero: not packed). The owner never changes, and carrying it here lets
 // `warm` load the owner together with the token's record instead of after it.
 fn pack(slot: u32, owner: UserId) -> u64 {
@@ -23,8 +35,8 @@ fn unpack(value: u64) -> (u32, Option<UserId>) {
 
 /// Where the decision looks tokens up. Implemented by [`Index`]; tests count calls.
 pub trait TokenLookup {
-    /// The token whose digest is `digest`.
-    fn token_by_digest(&self, digest: &TokenDigest) -> Option<&TokenRecord>;
+    /// The token at `address` (the one whose digest it names).
+    fn token_at(&self, address: &TokenAddress) -> Option<&TokenRecord>;
 }
 
 /// A refused change to the token index. Nothing was changed.
@@ -49,14 +61,18 @@ struct Stored {
 
 /// The directory and all tokens, kept current by incremental updates.
 ///
-/// INVARIANT: `by_digest` (tagged with the digest's first eight bytes) and `by_id` point
-/// at the same slots of `tokens`, one slot per token; tokens are never removed (revoked
-/// ones stay, so their use is answered `revoked`).
+/// INVARIANT: `by_hint` (tagged with the token's hint) and `by_id` point at the same slots
+/// of `tokens`, one slot per token; tokens are never removed (revoked ones stay, so their
+/// use is answered `revoked`).
 #[derive(Clone, Debug, Default)]
 pub struct Index {
     pub directory: Directory,
     tokens: Vec<Stored>,
-    by_digest: TagTable,
+    // Placed by the hint, tagged with the hint and 40 bits of the digest (`tag`): the hint
+    // is known before the digest is computed, so the entry's load overlaps that work, and
+    // the digest bits tell apart the tokens sharing a hint (about 7 % of a million) and
+    // turn away a forged token with a real hint before anything else is read.
+    by_hint: TagTable<DIGEST_BITS>,
     by_id: FastMap<TokenId, u32>,
 }
 
@@ -69,22 +85,22 @@ impl Index {
     /// Reserves room for `tokens` more tokens.
     pub fn reserve_tokens(&mut self, tokens: usize) {
         self.tokens.reserve_exact(tokens);
-        self.by_digest.reserve(tokens);
+        self.by_hint.reserve(tokens);
         self.by_id.reserve(tokens);
     }
 
-    /// Adds a token under its digest.
-    pub fn insert_token(&mut self, digest: TokenDigest, record: TokenRecord) -> Result<(), IndexError> {
+    /// Adds a token at its address.
+    pub fn insert_token(&mut self, address: TokenAddress, record: TokenRecord) -> Result<(), IndexError> {
         if self.by_id.contains_key(&record.id) {
             return Err(IndexError::DuplicateId(record.id));
         }
-        if self.slot_of(&digest).is_some() {
+        if self.slot_of(&address).is_some() {
             return Err(IndexError::DuplicateDigest);
         }
         let slot = u32::try_from(self.tokens.len()).map_err(|_| IndexError::DuplicateId(record.id))?;
         self.by_id.insert(record.id, slot);
-        self.by_digest.insert(digest.tag(), pack(slot, record.owner));
-        self.tokens.push(Stored { digest, record });
+        self.by_hint.insert(tag(&address), pack(slot, record.owner));
+        self.tokens.push(Stored { digest: address.digest, record });
         Ok(())
     }
 
@@ -128,35 +144,84 @@ impl Index {
 }
 
 impl Index {
-    // The slot of the token with `digest`: the tag narrows to candidates (almost always
-    // one), the stored digest confirms.
-    fn slot_of(&self, digest: &TokenDigest) -> Option<usize> {
-        self.by_digest
-            .get(digest.tag())
+    // The slot of the token at `address`: the hint narrows to candidates (usually one),
+    // the stored digest confirms.
+    fn slot_of(&self, address: &TokenAddress) -> Option<usize> {
+        self.by_hint
+            .get(tag(address))
             .filter_map(|value| usize::try_from(unpack(value).0).ok())
-            .find(|slot| self.tokens.get(*slot).is_some_and(|stored| stored.digest == *digest))
+            .find(|slot| self.tokens.get(*slot).is_some_and(|stored| stored.digest == address.digest))
     }
 }
 
 impl Index {
-    /// The first slot under `digest`'s tag and its token's owner, unconfirmed: for
-    /// [`crate::warm`].
-    pub(crate) fn first_slot(&self, digest: &TokenDigest) -> Option<(u32, Option<UserId>)> {
-        self.by_digest.get(digest.tag()).next().map(unpack)
+    /// Starts loading the entry a lookup of a token with `hint` reads first; call it before
+    /// computing the digest, so the load overlaps that work. For [`crate::warm`].
+    pub(crate) fn prefetch_hint(&self, hint: TokenHint) {
+        self.by_hint.prefetch(home(hint));
     }
 
-    /// The digest's tag and the record in `slot` (the two cache lines of a token), for
+    /// The first slot at `address` and its token's owner, confirmed by 40 bits of the
+    /// digest (the record's digest confirms it whole): for [`crate::warm`].
+    pub(crate) fn first_slot(&self, address: &TokenAddress) -> Option<(u32, Option<UserId>)> {
+        self.by_hint.get(tag(address)).next().map(unpack)
+    }
+
+    /// The digest and the record in `slot` (the two cache lines of a token), for
     /// [`crate::warm`].
-    pub(crate) fn stored_at(&self, slot: u32) -> Option<(u64, &TokenRecord)> {
-        usize::try_from(slot)
-            .ok()
-            .and_then(|slot| self.tokens.get(slot))
-            .map(|stored| (stored.digest.tag(), &stored.record))
+    pub(crate) fn stored_at(&self, slot: u32) -> Option<(&TokenDigest, &TokenRecord)> {
+        usize::try_from(slot).ok().and_then(|slot| self.tokens.get(slot)).map(|stored| (&stored.digest, &stored.record))
     }
 }
 
 impl TokenLookup for Index {
-    fn token_by_digest(&self, digest: &TokenDigest) -> Option<&TokenRecord> {
-        self.slot_of(digest).and_then(|slot| self.tokens.get(slot)).map(|stored| &stored.record)
+    fn token_at(&self, address: &TokenAddress) -> Option<&TokenRecord> {
+        self.slot_of(address).and_then(|slot| self.tokens.get(slot)).map(|stored| &stored.record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        scope::ScopeSet,
+        time::Timestamp,
+        token::{Authority, DigestKey, TokenFormat, TokenKind, format::RANDOM_CHARS},
+    };
+
+    fn record(id: u64) -> TokenRecord {
+        TokenRecord {
+            id: TokenId(id),
+            owner: UserId(id),
+            authority: Authority::Legacy(ScopeSet::EMPTY),
+            created_at: Timestamp(0),
+            expires_at: None,
+            revoked_at: None,
+            allowed_ips: Box::new([]),
+        }
+    }
+
+    #[test]
+    fn tokens_sharing_a_hint_are_told_apart_by_their_digest() {
+        let format = TokenFormat::new("").unwrap();
+        let key = DigestKey::new(&[3; 32]).unwrap();
+        let token = |last: u8| {
+            let mut random = [b'a'; RANDOM_CHARS];
+            random[RANDOM_CHARS - 1] = last;
+            format.assemble(TokenKind::Legacy, &random)
+        };
+        let (first, second, unknown) = (token(b'1'), token(b'2'), token(b'3'));
+        assert_eq!(first.hint(), second.hint());
+        let mut index = Index::new();
+        index.insert_token(key.address_plain(&first), record(1)).unwrap();
+        index.insert_token(key.address_plain(&second), record(2)).unwrap();
+        assert_eq!(index.token_at(&key.address_plain(&first)).map(|t| t.id), Some(TokenId(1)));
+        assert_eq!(index.token_at(&key.address_plain(&second)).map(|t| t.id), Some(TokenId(2)));
+        assert_eq!(index.token_at(&key.address_plain(&unknown)), None);
+        // The warm-up's entry check already turns the unknown one away (digest bits differ).
+        assert!(index.first_slot(&key.address_plain(&first)).is_some());
+        assert_eq!(index.first_slot(&key.address_plain(&unknown)), None);
+        assert_eq!(index.insert_token(key.address_plain(&second), record(3)), Err(IndexError::DuplicateDigest));
+        assert_eq!(index.token_count(), 2);
     }
 }

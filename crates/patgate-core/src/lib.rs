@@ -39,4 +39,7 @@ pub use role::{Requirement, Role};
 pub use scope::{LegacyScope, ScopeSet};
 pub use suggest::{LeftOut, LeftOutReason, Observed, Suggestion, suggest};
 pub use time::Timestamp;
-pub use token::{Authority, DigestKey, PlainToken, TokenDigest, TokenFormat, TokenId, TokenKind, TokenRecord};
+pub use token::{
+    Authority, DigestKey, PlainToken, TokenAddress, TokenDigest, TokenFormat, TokenHint, TokenId, TokenKind,
+    TokenRecord,
+};

@@ -3,9 +3,10 @@
 //! On a large index nearly every step of a decision is a cache miss, and each waits for the
 //! one before: the token's table entry, its record, its owner, the owner's memberships; the
 //! boundary's path entry, its record, its group's chain. Taken one after the other they
-//! cost some ten memory latencies. The two chains do not depend on each other, so the
-//! engine starts the boundary's first line before it computes the token's digest
-//! ([`prefetch_boundary`]), and [`warm`] then walks both chains side by side, one level at a
+//! cost some ten memory latencies. The two chains do not depend on each other, and the
+//! first line of each is known before the token's digest is (the token's table entry is
+//! found by its hint), so the engine starts both before it computes the digest
+//! ([`prefetch_first`]), and [`warm`] then walks both chains side by side, one level at a
 //! time: the loads of a level are issued together and wait together, and the last lines
 //! are prefetched while the decision starts. Nothing here changes or decides anything; a
 //! record that is not there simply ends its chain.
@@ -16,10 +17,10 @@ use prefetch_index::prefetch_index;
 
 use crate::{
     decision::{BoundaryRef, Operation, Request},
-    directory::{Directory, Group, GroupId, Locator, Namespace, Project, ProjectId},
+    directory::{Group, GroupId, Locator, Namespace, Project, ProjectId},
     grant::{Grant, Reach},
     index::Index,
-    token::{Authority, TokenDigest},
+    token::{Authority, TokenAddress, TokenHint},
 };
 
 fn boundary<'r>(request: &Request<'r>) -> BoundaryRef<'r> {
@@ -29,10 +30,12 @@ fn boundary<'r>(request: &Request<'r>) -> BoundaryRef<'r> {
     }
 }
 
-/// Starts loading the first line of the request's boundary; call it once the token string
-/// parsed, before its digest is computed, so the load overlaps that work.
-pub(crate) fn prefetch_boundary(directory: &Directory, request: &Request<'_>) {
-    directory.prefetch_boundary(boundary(request));
+/// Starts loading the token's table entry and the first line of the request's boundary;
+/// call it once the token string parsed, before its digest is computed, so the loads
+/// overlap that work.
+pub(crate) fn prefetch_first(index: &Index, hint: TokenHint, request: &Request<'_>) {
+    index.prefetch_hint(hint);
+    index.directory.prefetch_boundary(boundary(request));
 }
 
 /// The boundary record a level has reached.
@@ -46,16 +49,17 @@ enum Reached<'d> {
     Nothing,
 }
 
-/// Loads, level by level, the lines the decision of `request` under the token with `digest`
+/// Loads, level by level, the lines the decision of `request` under the token at `address`
 /// will read.
-pub(crate) fn warm(index: &Index, digest: &TokenDigest, request: &Request<'_>) {
+pub(crate) fn warm(index: &Index, address: &TokenAddress, request: &Request<'_>) {
     let directory = &index.directory;
 
     // Level 1: the token's table entry; the boundary's record (by id) or path entry, both
-    // usually on their way since `prefetch_boundary`. An unknown token stops here, before
-    // the directory is read: how long its 401 takes must not depend on whether the boundary
-    // exists (only the boundary's prefetch, which waits for nothing, has happened).
-    let Some((slot, owner_id)) = index.first_slot(digest) else { return };
+    // on their way since `prefetch_first`. An unknown token stops here (its entry carries
+    // 40 bits of the digest), before the directory is read: how long its 401 takes must not
+    // depend on whether the boundary exists (only the boundary's prefetch, which waits for
+    // nothing, has happened).
+    let Some((slot, owner_id)) = index.first_slot(address) else { return };
     let reached = match boundary(request) {
         BoundaryRef::Project(Locator::Id(id)) => {
             directory.project(ProjectId(id)).map_or(Reached::Nothing, Reached::Project)
@@ -84,6 +88,9 @@ pub(crate) fn warm(index: &Index, digest: &TokenDigest, request: &Request<'_>) {
     // the project's path (a lookup by path compares it) and group, or the group's chain.
     if let Some(owner) = owner {
         owner.prefetch_memberships();
+        // Not read by the decision, but by nearly every caller of it (forward auth's
+        // X-Patgate-User, the decision API's `user`).
+        prefetch_index(owner.username.as_bytes(), 0);
     }
     let grants: &[Grant] = match stored.map(|(_, token)| &token.authority) {
         Some(Authority::FineGrained(grants)) => grants,
@@ -111,5 +118,5 @@ pub(crate) fn warm(index: &Index, digest: &TokenDigest, request: &Request<'_>) {
             prefetch_index(&groups[..], 0);
         }
     }
-    black_box(stored.map(|(tag, _)| tag));
+    black_box(stored.map(|(digest, _)| digest.tag()));
 }

@@ -141,8 +141,8 @@ async fn load_index(store: &SqlStore) -> Result<(Index, i64), StoreError> {
     }
     directory.shrink_to_fit();
     index.reserve_tokens(snapshot.tokens.len());
-    for (digest, record) in snapshot.tokens {
-        index.insert_token(digest, record).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    for (address, record) in snapshot.tokens {
+        index.insert_token(address, record).map_err(|error| StoreError::Corrupt(error.to_string()))?;
     }
     Ok((index, snapshot.sequence))
 }
@@ -337,7 +337,7 @@ impl Shared {
                 .map_err(|error| StoreError::Corrupt(error.to_string()))?;
             }
             Change::Token { id } => {
-                if let Some((digest, row)) = self.store.token_with_digest(TokenId(id)).await? {
+                if let Some((address, row)) = self.store.token_with_address(TokenId(id)).await? {
                     let record = row.record();
                     self.with_engine(|engine| {
                         let index = &mut engine.index;
@@ -347,7 +347,7 @@ impl Shared {
                             }
                             index.set_expiry(record.id, record.expires_at)
                         } else {
-                            index.insert_token(digest, record)
+                            index.insert_token(address, record)
                         }
                     })
                     .map_err(|error| StoreError::Corrupt(error.to_string()))?;

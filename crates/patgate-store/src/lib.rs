@@ -12,8 +12,8 @@ mod listen;
 mod sql;
 
 use patgate_core::{
-    Authority, Boundary, GroupId, MembershipTarget, Permission, ProjectId, Role, Timestamp, TokenDigest, TokenId,
-    TokenKind, TokenRecord, UserId, UserState, Visibility, net::IpNet,
+    Authority, Boundary, GroupId, MembershipTarget, Permission, ProjectId, Role, Timestamp, TokenAddress, TokenDigest,
+    TokenId, TokenKind, TokenRecord, UserId, UserState, Visibility, net::IpNet,
 };
 use serde::{Deserialize, Serialize};
 
@@ -315,7 +315,8 @@ pub struct Snapshot {
     pub groups: Vec<PathRow<GroupId>>,
     pub projects: Vec<PathRow<ProjectId>>,
     pub memberships: Vec<MembershipRow>,
-    pub tokens: Vec<(TokenDigest, TokenRecord)>,
+    /// Every token with where the index finds it.
+    pub tokens: Vec<(TokenAddress, TokenRecord)>,
     /// The last change the snapshot includes.
     pub sequence: i64,
 }
@@ -570,10 +571,10 @@ pub trait Store: Send + Sync {
         user: UserId,
         target: MembershipTarget,
     ) -> impl Future<Output = Result<Option<Role>, StoreError>> + Send;
-    fn token_with_digest(
+    fn token_with_address(
         &self,
         id: TokenId,
-    ) -> impl Future<Output = Result<Option<(TokenDigest, TokenRow)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<(TokenAddress, TokenRow)>, StoreError>> + Send;
 
     // ---- directory -----------------------------------------------------------------
 

@@ -4,8 +4,8 @@
 use std::{collections::HashMap, fmt, sync::Arc};
 
 use patgate_core::{
-    Boundary, BoundaryKind, GroupId, MembershipTarget, ProjectId, Resources, Role, Timestamp, TokenDigest, TokenId,
-    TokenRecord, UserId, UserState, Visibility,
+    Boundary, BoundaryKind, GroupId, MembershipTarget, ProjectId, Resources, Role, Timestamp, TokenAddress,
+    TokenDigest, TokenHint, TokenId, TokenRecord, UserId, UserState, Visibility,
 };
 use sqlx::{
     Any, AnyPool, Row, Transaction,
@@ -469,7 +469,7 @@ impl SqlStore {
     fn token_row(
         row: &AnyRow,
         grants: &mut HashMap<i64, Vec<patgate_core::Grant>>,
-    ) -> Result<(TokenDigest, TokenRow), StoreError> {
+    ) -> Result<(TokenAddress, TokenRow), StoreError> {
         let id: i64 = get(row, "id")?;
         let kind = convert::parse_kind(&get::<String>(row, "kind")?)?;
         let digest: Vec<u8> = get(row, "digest")?;
@@ -483,15 +483,18 @@ impl SqlStore {
         let expires_at: Option<i64> = get(row, "expires_at")?;
         let last_used_at: Option<i64> = get(row, "last_used_at")?;
         let last_notice_days: Option<i64> = get(row, "last_notice_days")?;
+        let display_prefix: String = get(row, "display_prefix")?;
+        let hint = TokenHint::of_display_prefix(&display_prefix)
+            .ok_or_else(|| StoreError::Corrupt(format!("token {id}: display prefix is not a token's")))?;
         Ok((
-            TokenDigest::from_bytes(digest),
+            TokenAddress { hint, digest: TokenDigest::from_bytes(digest) },
             TokenRow {
                 id: TokenId(u64_of(id)?),
                 owner: UserId(u64_of(get(row, "owner_id")?)?),
                 name: get(row, "name")?,
                 description: get(row, "description")?,
                 kind,
-                display_prefix: get(row, "display_prefix")?,
+                display_prefix,
                 authority,
                 allowed_ips: convert::parse_ips(&get::<String>(row, "allowed_ips")?)?,
                 created_at: Timestamp(get(row, "created_at")?),
@@ -514,6 +517,14 @@ impl SqlStore {
         family: Option<TokenId>,
         previous: Option<TokenId>,
     ) -> Result<TokenId, StoreError> {
+        // The index finds a token by the hint its display prefix carries: a row without one
+        // could never be used, and would stop every start that reads it.
+        if TokenHint::of_display_prefix(&token.display_prefix).is_none() {
+            return Err(StoreError::Corrupt(format!(
+                "refusing to store a token whose display prefix `{}` is not a token's",
+                token.display_prefix
+            )));
+        }
         let (scopes, grants) = match &token.authority {
             patgate_core::Authority::Legacy(scopes) => (convert::scopes_text(*scopes), &[][..]),
             patgate_core::Authority::FineGrained(grants) => (String::new(), &grants[..]),
@@ -658,8 +669,8 @@ impl Store for SqlStore {
             memberships: memberships.iter().map(Self::membership_row).collect::<Result<_, _>>()?,
             tokens: tokens
                 .iter()
-                .map(|row| Self::token_row(row, &mut grants).map(|(digest, token)| (digest, token.record())))
-                .collect::<Result<Vec<(TokenDigest, TokenRecord)>, _>>()?,
+                .map(|row| Self::token_row(row, &mut grants).map(|(address, token)| (address, token.record())))
+                .collect::<Result<Vec<(TokenAddress, TokenRecord)>, _>>()?,
             sequence: sequence.unwrap_or(0),
         })
     }
@@ -723,7 +734,7 @@ impl Store for SqlStore {
         row.map(|row| convert::parse_role(get(&row, "role")?)).transpose()
     }
 
-    async fn token_with_digest(&self, id: TokenId) -> Result<Option<(TokenDigest, TokenRow)>, StoreError> {
+    async fn token_with_address(&self, id: TokenId) -> Result<Option<(TokenAddress, TokenRow)>, StoreError> {
         let row = sqlx::query("SELECT * FROM tokens WHERE id = $1")
             .bind(i64_of(id.0)?)
             .fetch_optional(&self.pool)
@@ -731,7 +742,7 @@ impl Store for SqlStore {
             .map_err(database)?;
         let Some(row) = row else { return Ok(None) };
         let mut grants = self.grants_of(&self.pool, TokensOf::Token(i64_of(id.0)?)).await?;
-        let (digest, mut token) = Self::token_row(&row, &mut grants)?;
+        let (address, mut token) = Self::token_row(&row, &mut grants)?;
         let rows = sqlx::query("SELECT ip FROM token_ips WHERE token_id = $1 ORDER BY seen_order DESC LIMIT $2")
             .bind(i64_of(id.0)?)
             .bind(i64::try_from(LAST_IPS).unwrap_or(5))
@@ -739,7 +750,7 @@ impl Store for SqlStore {
             .await
             .map_err(database)?;
         token.last_ips = rows.iter().filter_map(|row| get::<String>(row, "ip").ok()?.parse().ok()).collect();
-        Ok(Some((digest, token)))
+        Ok(Some((address, token)))
     }
 
     async fn create_user(
@@ -1300,7 +1311,7 @@ impl Store for SqlStore {
     }
 
     async fn token(&self, id: TokenId) -> Result<Option<TokenRow>, StoreError> {
-        Ok(self.token_with_digest(id).await?.map(|(_, row)| row))
+        Ok(self.token_with_address(id).await?.map(|(_, row)| row))
     }
 
     async fn tokens(&self, owner: Option<UserId>) -> Result<Vec<TokenRow>, StoreError> {

@@ -15,7 +15,7 @@ use std::{
 use patgate_core::{
     Action, ActionSet, Authority, BoundaryKind, BoundaryRef, DigestKey, Directory, Engine, Grant, GroupId, Index,
     Locator, MembershipTarget, Permission, PermissionSet, PlainToken, ProjectId, Reach, Request, ResourceId, Resources,
-    Role, ScopeSet, Timestamp, TokenDigest, TokenFormat, TokenId, TokenKind, TokenRecord, UserId, UserState,
+    Role, ScopeSet, Timestamp, TokenAddress, TokenFormat, TokenId, TokenKind, TokenRecord, UserId, UserState,
     Visibility,
     catalog::{API_PREFIX, BoundarySource, Catalog, DecodeBuffer, Method},
     scope::LegacyScope,
@@ -430,7 +430,7 @@ pub fn insert_tokens(
     let mut rng = Rng::new(SEED ^ 4);
     let mut times = BuildTimes { generate: Duration::ZERO, digest: Duration::ZERO, insert: Duration::ZERO };
     let mut chunk: Vec<(PlainToken, TokenRecord)> = Vec::with_capacity(CHUNK);
-    let mut digests: Vec<TokenDigest> = Vec::with_capacity(CHUNK);
+    let mut addresses: Vec<TokenAddress> = Vec::with_capacity(CHUNK);
     index.reserve_tokens(sizes.tokens);
     let mut next = 0;
     while next < sizes.tokens {
@@ -443,10 +443,10 @@ pub fn insert_tokens(
             chunk.push((plain, record));
         }
         let generated = Instant::now();
-        digests.extend(chunk.iter().map(|(plain, _)| key.digest_plain(plain)));
+        addresses.extend(chunk.iter().map(|(plain, _)| key.address_plain(plain)));
         let digested = Instant::now();
-        for ((_, record), digest) in chunk.drain(..).zip(digests.drain(..)) {
-            index.insert_token(digest, record)?;
+        for ((_, record), address) in chunk.drain(..).zip(addresses.drain(..)) {
+            index.insert_token(address, record)?;
         }
         let inserted = Instant::now();
         times.generate += generated - start;

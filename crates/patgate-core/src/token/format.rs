@@ -126,6 +126,11 @@ impl ParsedToken<'_> {
         self.kind
     }
 
+    /// The characters its display prefix shows, as a number: known before the digest is.
+    pub fn hint(&self) -> TokenHint {
+        TokenHint::of_body(self.text)
+    }
+
     /// The whole token, to digest. Never log it.
     pub fn expose_secret(&self) -> &str {
         self.text
@@ -253,10 +258,66 @@ impl PlainToken {
     }
 }
 
+impl PlainToken {
+    /// The characters its display prefix shows, as a number.
+    pub fn hint(&self) -> TokenHint {
+        TokenHint::of_body(&self.0)
+    }
+}
+
 impl fmt::Debug for PlainToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PlainToken({}…[redacted])", self.display_prefix())
     }
+}
+
+/// The random characters a token's display prefix shows, read as a base62 number (below
+/// 62⁴ ≈ 14.8 million): where the index starts looking for a token, known as soon as the
+/// string parses, so the lookup's first load overlaps the digest's computation.
+///
+/// It reveals nothing the display prefix does not (lists show these characters); the
+/// digest, not the hint, identifies a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TokenHint(u32);
+
+impl TokenHint {
+    // The hint of a well-formed token string (checked by `parse`, or just assembled).
+    fn of_body(text: &str) -> TokenHint {
+        let start = text.len().saturating_sub(RANDOM_CHARS + CHECKSUM_CHARS);
+        let shown = text.as_bytes().get(start..start + DISPLAY_RANDOM_CHARS).unwrap_or_default();
+        TokenHint::of_shown(shown).unwrap_or(TokenHint(0))
+    }
+
+    fn of_shown(shown: &[u8]) -> Option<TokenHint> {
+        if shown.len() != DISPLAY_RANDOM_CHARS {
+            return None;
+        }
+        decode_checksum(shown).and_then(|value| u32::try_from(value).ok()).map(TokenHint)
+    }
+
+    /// The hint of the token a stored display prefix (`[instance-]pgfgt-Xk3v`) belongs
+    /// to; `None` when it is not one.
+    pub fn of_display_prefix(display_prefix: &str) -> Option<TokenHint> {
+        let start = display_prefix.len().checked_sub(DISPLAY_RANDOM_CHARS)?;
+        let (prefixes, shown) = (display_prefix.get(..start)?, display_prefix.get(start..)?);
+        if !prefixes.ends_with(LEGACY_PREFIX) && !prefixes.ends_with(FINE_GRAINED_PREFIX) {
+            return None;
+        }
+        TokenHint::of_shown(shown.as_bytes())
+    }
+
+    /// The hint as a non-zero table tag.
+    pub fn tag(self) -> u64 {
+        u64::from(self.0) + 1
+    }
+}
+
+/// Where the index finds a token: the hint narrows to a few candidates before the digest is
+/// known, the digest picks the one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenAddress {
+    pub hint: TokenHint,
+    pub digest: TokenDigest,
 }
 
 /// HMAC-SHA-256 of a token under the instance secret: what is stored and looked up.
@@ -331,6 +392,16 @@ impl DigestKey {
     /// The digest of a freshly generated token.
     pub fn digest_plain(&self, token: &PlainToken) -> TokenDigest {
         self.digest_str(&token.0)
+    }
+
+    /// Where the index finds a token that passed parsing.
+    pub fn address(&self, token: &ParsedToken<'_>) -> TokenAddress {
+        TokenAddress { hint: token.hint(), digest: self.digest(token) }
+    }
+
+    /// Where the index finds a freshly generated token.
+    pub fn address_plain(&self, token: &PlainToken) -> TokenAddress {
+        TokenAddress { hint: token.hint(), digest: self.digest_plain(token) }
     }
 
     /// A short public fingerprint of the key, to detect that a database's tokens were made

@@ -7,7 +7,8 @@ use std::fmt;
 use crate::{directory::UserId, grant::Grant, net::IpNet, scope::ScopeSet, time::Timestamp};
 
 pub use format::{
-    DigestKey, DigestKeyError, ParsedToken, PlainToken, TokenDigest, TokenFormat, TokenKind, TokenParseError,
+    DigestKey, DigestKeyError, ParsedToken, PlainToken, TokenAddress, TokenDigest, TokenFormat, TokenHint, TokenKind,
+    TokenParseError,
 };
 
 /// A token's numeric id; lists and audit events name tokens by it.

@@ -3,7 +3,7 @@
 use std::cell::Cell;
 
 use patgate_core::{
-    DenyReason, DigestKey, TokenDigest, TokenFormat, TokenKind, TokenLookup, TokenRecord, authenticate,
+    DenyReason, DigestKey, TokenAddress, TokenFormat, TokenHint, TokenKind, TokenLookup, TokenRecord, authenticate,
     token::format::{CHECKSUM_CHARS, RANDOM_CHARS, TokenParseError},
 };
 use proptest::prelude::*;
@@ -33,7 +33,7 @@ struct CountingLookup {
 }
 
 impl TokenLookup for CountingLookup {
-    fn token_by_digest(&self, _digest: &TokenDigest) -> Option<&TokenRecord> {
+    fn token_at(&self, _address: &TokenAddress) -> Option<&TokenRecord> {
         self.calls.set(self.calls.get() + 1);
         None
     }
@@ -50,6 +50,26 @@ proptest! {
         prop_assert_eq!(parsed.expose_secret(), token.expose_secret());
         prop_assert!(token.expose_secret().starts_with(format.instance_prefix()));
         prop_assert_eq!(key().digest(&parsed), key().digest_plain(&token));
+    }
+
+    /// The hint is the same from the token, from its parse and from its stored display
+    /// prefix, and names the characters that prefix shows.
+    #[test]
+    fn the_hint_is_read_alike_from_token_parse_and_display_prefix(
+        format in format(),
+        kind in kind(),
+        random in random_chars(),
+    ) {
+        let token = format.assemble(kind, &random);
+        let parsed = format.parse(token.expose_secret()).unwrap();
+        prop_assert_eq!(parsed.hint(), token.hint());
+        prop_assert_eq!(TokenHint::of_display_prefix(&token.display_prefix()), Some(token.hint()));
+        let mut other = random;
+        other[0] = if other[0] == b'0' { b'1' } else { b'0' };
+        prop_assert_ne!(format.assemble(kind, &other).hint(), token.hint());
+        other = random;
+        other[4] = if other[4] == b'0' { b'1' } else { b'0' };
+        prop_assert_eq!(format.assemble(kind, &other).hint(), token.hint());
     }
 
     /// Any single-character change anywhere in the token is rejected offline.
@@ -177,3 +197,11 @@ fn secrets_never_show_in_debug_output() {
 }
 
 const DISPLAY: usize = patgate_core::token::format::DISPLAY_RANDOM_CHARS;
+
+#[test]
+fn a_display_prefix_that_is_not_a_tokens_has_no_hint() {
+    for text in ["", "pgfgt-", "pgfgt-Xk3", "pgfgt-Xk3v9", "pgxyz-Xk3v", "pgfgt-Xk-v", "Xk3v"] {
+        assert_eq!(TokenHint::of_display_prefix(text), None, "{text}");
+    }
+    assert!(TokenHint::of_display_prefix("acme-pgpat-Xk3v").is_some());
+}

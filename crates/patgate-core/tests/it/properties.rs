@@ -295,7 +295,7 @@ proptest! {
             let mut record = build_token(spec, &resources, &world);
             record.id = TokenId(id as u64 + 1);
             let secret = format.generate(record.authority.kind()).unwrap();
-            index.insert_token(key.digest_plain(&secret), record).unwrap();
+            index.insert_token(key.address_plain(&secret), record).unwrap();
             secrets.push(secret);
         }
         let engine = Engine { resources, index, format, key, policy: Default::default() };

@@ -721,7 +721,7 @@ fn every_row_of_the_table_is_decided_as_documented() {
             .map_err(|error| format!("row `{}`: {error}", case.name))
             .unwrap();
         let secret = format.assemble(record.authority.kind(), &random_chars(id));
-        index.insert_token(key.digest_plain(&secret), record).unwrap();
+        index.insert_token(key.address_plain(&secret), record).unwrap();
         secrets.push(secret);
     }
     index.directory = directory;
@@ -818,7 +818,7 @@ fn presented_strings_are_judged_before_any_lookup() {
     let random = *b"AbCdEfGhIjKlMnOpQrStUvWxYz012345";
     let known = format.assemble(TokenKind::FineGrained, &random);
     let mut index = Index::new();
-    index.insert_token(key.digest_plain(&known), record).unwrap();
+    index.insert_token(key.address_plain(&known), record).unwrap();
     index.directory = directory;
     let engine = Engine { resources, index, format, key, policy: Default::default() };
 

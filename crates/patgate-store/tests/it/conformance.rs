@@ -2,7 +2,7 @@
 
 use patgate_core::{
     ActionSet, Authority, DigestKey, Grant, GroupId, MembershipTarget, PermissionSet, ProjectId, Reach, Role, ScopeSet,
-    Timestamp, TokenFormat, TokenId, TokenKind, UserId, UserState, Visibility, scope::LegacyScope,
+    Timestamp, TokenFormat, TokenHint, TokenId, TokenKind, UserId, UserState, Visibility, scope::LegacyScope,
 };
 use patgate_store::{Actor, Audit, AuditFilter, Change, DirectoryBatch, NewToken, Settings, Store, StoreError};
 
@@ -169,9 +169,14 @@ async fn tokens_round_trip_revoke_and_rotate() {
         assert_eq!((row.kind, row.name.as_str(), row.family), (TokenKind::FineGrained, "ci", fine_id));
         assert_eq!(row.allowed_ips, fine.allowed_ips);
         assert_eq!(row.expires_at, fine.expires_at);
-        let (digest, legacy_row) = store.token_with_digest(legacy_id).await.unwrap().unwrap();
-        assert_eq!(digest, legacy.digest);
+        let (address, legacy_row) = store.token_with_address(legacy_id).await.unwrap().unwrap();
+        assert_eq!(address.digest, legacy.digest);
+        assert_eq!(Some(address.hint), TokenHint::of_display_prefix(&legacy.display_prefix));
         assert_eq!(legacy_row.authority, legacy.authority);
+        // A display prefix without a token's hint is refused, and nothing is written.
+        let mut unfindable = new_token(alice, fine_grained());
+        unfindable.display_prefix = "pgfgt-".into();
+        assert!(matches!(store.create_token(&unfindable, audit("token_created")).await, Err(StoreError::Corrupt(_))));
         // The same digest twice is refused.
         assert!(matches!(store.create_token(&legacy, audit("token_created")).await, Err(StoreError::Conflict(_))));
 
@@ -181,7 +186,7 @@ async fn tokens_round_trip_revoke_and_rotate() {
             snapshot
                 .tokens
                 .iter()
-                .any(|(d, record)| *d == fine.digest && record.id == fine_id && record.revoked_at.is_none())
+                .any(|(a, record)| a.digest == fine.digest && record.id == fine_id && record.revoked_at.is_none())
         );
 
         store.revoke_token(legacy_id, "revoked_by_owner", audit("token_revoked")).await.unwrap();
@@ -204,7 +209,7 @@ async fn tokens_round_trip_revoke_and_rotate() {
             store.rotate_token(fine_id, &twice, 0, audit("token_rotated")).await,
             Err(StoreError::Conflict(_))
         ));
-        assert!(store.token_with_digest(TokenId(new_id.0 + 1)).await.unwrap().is_none());
+        assert!(store.token_with_address(TokenId(new_id.0 + 1)).await.unwrap().is_none());
         let newer = new_token(alice, fine_grained());
         let (newest, _) = store.rotate_token(new_id, &newer, 0, audit("token_rotated")).await.unwrap();
         assert_eq!(store.token(newest).await.unwrap().unwrap().family, fine_id);
