@@ -3,8 +3,8 @@
 use std::{net::IpAddr, net::SocketAddr, time::Instant};
 
 use axum::{
-    Json, RequestExt,
-    extract::{ConnectInfo, State},
+    Json,
+    extract::{ConnectInfo, State, connect_info::MockConnectInfo},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -189,10 +189,16 @@ fn header<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
 /// `GET /api/v1/forward-auth`: nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz.
 /// 200 allows; 401 for missing or invalid credentials; 403 for everything else (never 404
 /// or 5xx, which proxies turn into 500).
-pub async fn forward_auth(State(state): State<AppState>, mut request: axum::extract::Request) -> Response {
+pub async fn forward_auth(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     let started = Instant::now();
-    // The request is taken whole so its headers are read in place, not copied.
-    let Ok(ConnectInfo(peer)) = request.extract_parts::<ConnectInfo<SocketAddr>>().await else {
+    // The request is taken whole and read in place: no part of it is copied. The peer as the
+    // `ConnectInfo` extractor finds it (the listener's, or a test's `MockConnectInfo`).
+    let extensions = request.extensions();
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer)
+        .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|MockConnectInfo(peer)| *peer));
+    let Some(peer) = peer else {
         state.metrics.record("forward_auth", "untrusted_proxy", started.elapsed());
         return forbidden("untrusted_proxy", "the peer address is unknown".to_owned(), None);
     };
