@@ -1,8 +1,14 @@
 //! Token use, recorded off the decision path. An allowed decision appends one small event to
 //! its thread's stripe (a lock no other decision thread takes, and a sequential write: no
-//! hash lookup, no cache miss); a background task folds the stripes into the per-token
-//! aggregate every 100 ms ([`Usage::compact`]), and the flush writes the aggregate to the
-//! store in one transaction every few seconds and at shutdown ([`Usage::take`]).
+//! hash lookup); a stripe is folded into the per-token aggregate in place when it holds
+//! [`FOLD_AT`] events, and by a background task every 100 ms ([`Usage::compact`]); the flush
+//! writes the aggregate to the store in one transaction every few seconds and at shutdown
+//! ([`Usage::take`]).
+//!
+//! A stripe's buffer is small and keeps its memory: events are written to cache lines the
+//! core already holds. (A buffer of 100 ms of events, replaced by a fresh one at each
+//! compaction, was written to cold lines, and the lock's release waited for each of them: a
+//! memory latency per allowed request.)
 //!
 //! Per token the aggregate keeps the last use, the last distinct client addresses and, per
 //! permission and boundary, how often and first and last when it was used. Its entry keeps
@@ -25,9 +31,10 @@ use patgate_store::{PermissionUse, TokenUse};
 
 /// Stripes: each thread appends to one, so decision threads do not wait on one another.
 const STRIPES: usize = 32;
-/// A stripe holding this many events is folded by the thread that fills it (a safety valve
-/// for when the background compaction falls behind; it keeps memory bounded).
-const FOLD_AT: usize = 1 << 16;
+/// A stripe holding this many events is folded, in place, by the thread that fills it: small
+/// enough that the buffer (about 18 KiB) stays in the core's cache, large enough that the
+/// aggregate's lock is taken once per this many decisions.
+const FOLD_AT: usize = 256;
 /// Distinct addresses kept per token between flushes.
 const IPS_PER_FLUSH: usize = 5;
 /// Permission uses kept inline per token before the rest go to the heap: a CI token
@@ -163,8 +170,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Default)]
 pub struct Usage {
     stripes: [Stripe; STRIPES],
-    /// Only compaction, the flush and a restore take this lock; decisions never do (except
-    /// through the [`FOLD_AT`] safety valve).
+    /// Compaction, the flush and a restore take this lock, and a decision once per
+    /// [`FOLD_AT`] events of its stripe.
     aggregate: Mutex<Shard>,
 }
 
@@ -189,15 +196,13 @@ impl Usage {
             _ => events.push(event(None)),
         }
         if events.len() >= FOLD_AT {
-            let full = std::mem::take(&mut *events);
-            drop(events);
-            self.fold(full);
+            self.fold(events.drain(..));
         }
     }
 
     /// Folds events into the aggregate.
-    fn fold(&self, events: Vec<Event>) {
-        if events.is_empty() {
+    fn fold(&self, events: impl ExactSizeIterator<Item = Event>) {
+        if events.len() == 0 {
             return;
         }
         let mut aggregate = lock(&self.aggregate);
@@ -214,18 +219,12 @@ impl Usage {
         }
     }
 
-    /// Folds every stripe into the aggregate (every 100 ms in `patgate serve`). Each
-    /// stripe's lock is held only to swap its buffer for an empty one of the same capacity.
+    /// Folds every stripe into the aggregate (every 100 ms in `patgate serve`), in place: a
+    /// decision thread waits at most for the fold of one stripe's [`FOLD_AT`] events.
     pub fn compact(&self) {
         for stripe in &self.stripes {
             let mut events = lock(&stripe.0);
-            if events.is_empty() {
-                continue;
-            }
-            let fresh = Vec::with_capacity(events.capacity().min(FOLD_AT));
-            let full = std::mem::replace(&mut *events, fresh);
-            drop(events);
-            self.fold(full);
+            self.fold(events.drain(..));
         }
     }
 
@@ -330,5 +329,27 @@ mod tests {
         usage.record(token, owner, Timestamp(7), Some(ip(3)), &[], None);
         let taken = usage.take();
         assert_eq!((taken[0].ips.clone(), taken[0].last_used_at), (vec![ip(2), ip(3), ip(1)], Timestamp(10)));
+    }
+
+    #[test]
+    fn uses_folded_while_recording_are_all_counted() {
+        let usage = Usage::default();
+        let resources = patgate_core::Resources::builtin().unwrap();
+        let read = resources.permission("issue:read").unwrap();
+        let project = Boundary::Project(patgate_core::ProjectId(1));
+        let events = FOLD_AT * 3 + 7;
+        for second in 0..events {
+            let token = TokenId(second as u64 % 3);
+            usage.record(token, UserId(1), Timestamp(second as i64), None, &[read], Some(project));
+            if second == FOLD_AT * 2 {
+                usage.compact();
+            }
+        }
+        let taken = usage.take();
+        assert_eq!(taken.len(), 3);
+        let counted: u64 = taken.iter().flat_map(|used| &used.permissions).map(|p| p.uses).sum();
+        assert_eq!(counted, events as u64);
+        assert_eq!(taken[0].last_used_at, Timestamp((events - 1) as i64 / 3 * 3));
+        assert!(usage.take().is_empty(), "taken once");
     }
 }
