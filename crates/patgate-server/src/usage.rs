@@ -1,7 +1,8 @@
 //! Token use, recorded off the decision path. An allowed decision appends one small event to
 //! its thread's stripe (a lock no other decision thread takes, and a sequential write: no
 //! hash lookup); a stripe is folded into the per-token aggregate in place when it holds
-//! [`FOLD_AT`] events, and by a background task every 100 ms ([`Usage::compact`]); the flush
+//! [`FOLD_AT`] events and the aggregate's lock is free (a decision never waits for it), and
+//! by a background task every 100 ms ([`Usage::compact`]); the flush
 //! writes the aggregate to the store in one transaction every few seconds and at shutdown
 //! ([`Usage::take`]).
 //!
@@ -21,7 +22,7 @@ use std::{
     hash::{BuildHasherDefault, Hasher},
     net::IpAddr,
     sync::{
-        Mutex, MutexGuard, PoisonError,
+        Mutex, MutexGuard, PoisonError, TryLockError,
         atomic::{AtomicUsize, Ordering},
     },
 };
@@ -31,9 +32,9 @@ use patgate_store::{PermissionUse, TokenUse};
 
 /// Stripes: each thread appends to one, so decision threads do not wait on one another.
 const STRIPES: usize = 32;
-/// A stripe holding this many events is folded, in place, by the thread that fills it: small
-/// enough that the buffer (about 18 KiB) stays in the core's cache, large enough that the
-/// aggregate's lock is taken once per this many decisions.
+/// A stripe holding this many events is folded, in place, by the thread that fills it (if
+/// the aggregate is free): small enough that the buffer (about 18 KiB) stays in the core's
+/// cache, large enough that the aggregate's lock is taken once per this many decisions.
 const FOLD_AT: usize = 256;
 /// Distinct addresses kept per token between flushes.
 const IPS_PER_FLUSH: usize = 5;
@@ -166,12 +167,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+// The lock if it is free now.
+fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
 /// The uses not flushed yet.
 #[derive(Debug, Default)]
 pub struct Usage {
     stripes: [Stripe; STRIPES],
-    /// Compaction, the flush and a restore take this lock, and a decision once per
-    /// [`FOLD_AT`] events of its stripe.
+    /// Compaction, the flush and a restore take this lock; a decision only when it is free,
+    /// once per [`FOLD_AT`] events of its stripe.
     aggregate: Mutex<Shard>,
 }
 
@@ -195,8 +205,12 @@ impl Usage {
             }
             _ => events.push(event(None)),
         }
-        if events.len() >= FOLD_AT {
-            self.fold(events.drain(..));
+        // Folded in place when the aggregate is free. When another thread holds it, the stripe
+        // grows on and a later event (or the compaction) folds it: a decision never waits.
+        if events.len() >= FOLD_AT
+            && let Some(mut aggregate) = try_lock(&self.aggregate)
+        {
+            fold_into(&mut aggregate, events.drain(..));
         }
     }
 
@@ -205,29 +219,35 @@ impl Usage {
         if events.len() == 0 {
             return;
         }
-        let mut aggregate = lock(&self.aggregate);
-        for event in events {
-            let entry = aggregate.entry(event.token).or_default();
-            entry.owner = Some(event.owner);
-            entry.last_used_at = entry.last_used_at.max(event.at);
-            if let Some((permission, boundary)) = event.used {
-                entry.merge(PermissionUse { permission, boundary, uses: 1, first_used: event.at, last_used: event.at });
-            }
-            if let Some(ip) = event.ip {
-                entry.note_ip(ip, event.at);
-            }
-        }
+        fold_into(&mut lock(&self.aggregate), events);
     }
 
     /// Folds every stripe into the aggregate (every 100 ms in `patgate serve`), in place: a
-    /// decision thread waits at most for the fold of one stripe's [`FOLD_AT`] events.
+    /// decision thread waits at most for the fold of its stripe's events.
     pub fn compact(&self) {
         for stripe in &self.stripes {
             let mut events = lock(&stripe.0);
             self.fold(events.drain(..));
         }
     }
+}
 
+// Folds events into a per-token map.
+fn fold_into(aggregate: &mut Shard, events: impl Iterator<Item = Event>) {
+    for event in events {
+        let entry = aggregate.entry(event.token).or_default();
+        entry.owner = Some(event.owner);
+        entry.last_used_at = entry.last_used_at.max(event.at);
+        if let Some((permission, boundary)) = event.used {
+            entry.merge(PermissionUse { permission, boundary, uses: 1, first_used: event.at, last_used: event.at });
+        }
+        if let Some(ip) = event.ip {
+            entry.note_ip(ip, event.at);
+        }
+    }
+}
+
+impl Usage {
     /// Takes everything recorded so far, per token.
     pub fn take(&self) -> Vec<TokenUse> {
         self.compact();
@@ -351,5 +371,17 @@ mod tests {
         assert_eq!(counted, events as u64);
         assert_eq!(taken[0].last_used_at, Timestamp((events - 1) as i64 / 3 * 3));
         assert!(usage.take().is_empty(), "taken once");
+
+        // Addresses seen before and after a compaction keep the five most recent, in order.
+        for (second, last) in [(1, 1), (2, 2), (3, 3)] {
+            usage.record(TokenId(9), UserId(1), Timestamp(second), Some(ip(last)), &[], None);
+        }
+        usage.compact();
+        for (second, last) in [(4, 4), (5, 1), (6, 5), (7, 6)] {
+            usage.record(TokenId(9), UserId(1), Timestamp(second), Some(ip(last)), &[], None);
+        }
+        let taken = usage.take();
+        assert_eq!(taken[0].ips, [ip(3), ip(4), ip(1), ip(5), ip(6)]);
+        assert_eq!(taken[0].last_used_at, Timestamp(7));
     }
 }
