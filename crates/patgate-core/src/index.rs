@@ -61,8 +61,8 @@ struct Stored {
 
 /// The directory and all tokens, kept current by incremental updates.
 ///
-/// INVARIANT: `by_hint` (tagged with the token's hint) and `by_id` point at the same slots
-/// of `tokens`, one slot per token; tokens are never removed (revoked ones stay, so their
+/// INVARIANT: `by_hint` (tagged with the token's hint and digest bits, see `tag`) and
+/// `by_id` point at the same slots of `tokens`, one slot per token; tokens are never removed (revoked ones stay, so their
 /// use is answered `revoked`).
 #[derive(Clone, Debug, Default)]
 pub struct Index {
@@ -144,8 +144,8 @@ impl Index {
 }
 
 impl Index {
-    // The slot of the token at `address`: the hint narrows to candidates (usually one),
-    // the stored digest confirms.
+    // The slot of the token at `address`: the tag (hint and 40 digest bits) narrows to
+    // candidates (almost always one), the stored digest confirms.
     fn slot_of(&self, address: &TokenAddress) -> Option<usize> {
         self.by_hint
             .get(tag(address))
