@@ -1,7 +1,8 @@
 //! What listing tokens costs as the instance grows: one user's tokens table
 //! (`Store::tokens(Some(owner))`), the minute job's query for expiry notices
 //! (`Store::expiry_notices_due`, 100 at most) and one page of the credentials inventory
-//! (`Store::token_page`, 100 rows by expiry), with few and with many other tokens in the
+//! (`Store::token_page`, 100 rows by expiry; and 100 rows of a name search, sorted by name,
+//! which the tokens table did in memory before schema 5), with few and with many other tokens in the
 //! database, against one token by id (`Store::token`) in the same run; and, for
 //! comparison, reading every row (`Store::tokens(None)`, which the inventory did before it
 //! paged in the database).
@@ -91,6 +92,7 @@ struct Figures {
     own_list: Duration,
     notices: Duration,
     inventory_page: Duration,
+    search_page: Duration,
     every_row: Duration,
 }
 
@@ -120,8 +122,15 @@ async fn measure(
     let notices = time(|| store.expiry_notices_due(T0, 100)).await;
     let page = TokenPageQuery { sort: TokenSort::ExpiresAt, ..TokenPageQuery::first(100) };
     let inventory_page = time(|| store.token_page(&page)).await;
+    // "token 12", "token 120"…: about one name in eighteen.
+    let search = TokenPageQuery {
+        name_contains: Some("KEN 12".to_owned()),
+        sort: TokenSort::Name,
+        ..TokenPageQuery::first(100)
+    };
+    let search_page = time(|| store.token_page(&search)).await;
     let every_row = time(|| store.tokens(None)).await;
-    Ok(Figures { tokens: total, by_id, own_list, notices, inventory_page, every_row })
+    Ok(Figures { tokens: total, by_id, own_list, notices, inventory_page, search_page, every_row })
 }
 
 async fn run(url: &str, many: usize) -> BenchResult<()> {
@@ -140,19 +149,20 @@ async fn run(url: &str, many: usize) -> BenchResult<()> {
     let lots = measure(&store, &resources, owner, own, &mut others, &mut made, many).await?;
     println!("{url}: {many} tokens written in {:.1} s", started.elapsed().as_secs_f64());
     println!(
-        "{:>8} {:>14} {:>22} {:>26} {:>26} {:>24}",
+        "{:>8} {:>14} {:>22} {:>26} {:>26} {:>26} {:>24}",
         "tokens",
         "token by id",
         "one user's 3 tokens",
         "expiry notices (<= 100)",
         "inventory page (100)",
+        "name search page (100)",
         "every row, in memory"
     );
     for figures in [&few, &lots] {
         let ratio = |d: Duration| d.as_secs_f64() / figures.by_id.as_secs_f64();
         let micros = |d: Duration| d.as_secs_f64() * 1e6;
         println!(
-            "{:>8} {:>11.0} µs {:>11.0} µs ({:>4.1}x) {:>14.0} µs ({:>5.1}x) {:>14.0} µs ({:>5.1}x) {:>12.0} µs ({:>6.1}x)",
+            "{:>8} {:>11.0} µs {:>11.0} µs ({:>4.1}x) {:>14.0} µs ({:>5.1}x) {:>14.0} µs ({:>5.1}x) {:>14.0} µs ({:>5.1}x) {:>12.0} µs ({:>6.1}x)",
             figures.tokens,
             micros(figures.by_id),
             micros(figures.own_list),
@@ -161,6 +171,8 @@ async fn run(url: &str, many: usize) -> BenchResult<()> {
             ratio(figures.notices),
             micros(figures.inventory_page),
             ratio(figures.inventory_page),
+            micros(figures.search_page),
+            ratio(figures.search_page),
             micros(figures.every_row),
             ratio(figures.every_row),
         );

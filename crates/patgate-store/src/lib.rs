@@ -166,6 +166,8 @@ pub enum TokenSort {
     #[default]
     Id,
     CreatedAt,
+    /// By name, byte-wise (code-point order, as `str` compares).
+    Name,
     /// Tokens that never expire sort after every date.
     ExpiresAt,
     /// Tokens never used sort before every date.
@@ -183,6 +185,8 @@ pub struct TokenPageQuery {
     pub expires_after: Option<Timestamp>,
     pub used_before: Option<Timestamp>,
     pub used_after: Option<Timestamp>,
+    /// Tokens whose name contains this text, both lowercased as `str::to_lowercase` does.
+    pub name_contains: Option<String>,
     pub sort: TokenSort,
     pub descending: bool,
     pub limit: u32,
@@ -199,6 +203,7 @@ impl TokenPageQuery {
             expires_after: None,
             used_before: None,
             used_after: None,
+            name_contains: None,
             sort: TokenSort::Id,
             descending: false,
             limit,

@@ -89,6 +89,7 @@ fn placeholders(first: usize, count: usize) -> String {
 enum Value {
     Int(i64),
     Text(&'static str),
+    Owned(String),
 }
 
 /// Which database a store runs on.
@@ -164,7 +165,7 @@ fn get<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(row: &'r AnyRow, column: 
     row.try_get(column).map_err(|error| StoreError::Corrupt(format!("column {column}: {error}")))
 }
 
-const KNOWN_SCHEMA: i64 = 4;
+const KNOWN_SCHEMA: i64 = 5;
 
 /// The columns of a [`UserRow`]: never the password hash, which only
 /// [`Store::password_hash`] reads.
@@ -216,7 +217,31 @@ impl SqlStore {
                 return Err(StoreError::SchemaTooNew { found, known: KNOWN_SCHEMA });
             }
         }
-        self.backend.migrator().run(&self.pool).await.map_err(|error| StoreError::Database(error.to_string()))
+        self.backend.migrator().run(&self.pool).await.map_err(|error| StoreError::Database(error.to_string()))?;
+        self.fold_token_names().await
+    }
+
+    /// Fills in `name_folded` for tokens written before schema 5 (once: a token written since
+    /// carries it). Several replicas starting at once write the same values.
+    async fn fold_token_names(&self) -> Result<(), StoreError> {
+        let rows = sqlx::query("SELECT id, name FROM tokens WHERE name_folded IS NULL")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(database)?;
+        for row in &rows {
+            let (id, name): (i64, String) = (get(row, "id")?, get(row, "name")?);
+            sqlx::query("UPDATE tokens SET name_folded = $1 WHERE id = $2")
+                .bind(name.to_lowercase())
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(database)?;
+        }
+        tx.commit().await.map_err(database)
     }
 
     /// The same store, delivering audit events to `targets` from now on.
@@ -531,8 +556,8 @@ impl SqlStore {
         };
         let row = sqlx::query(
             "INSERT INTO tokens (owner_id, name, description, kind, digest, display_prefix, scopes, allowed_ips, \
-             created_at, expires_at, family_id, previous_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+             created_at, expires_at, family_id, previous_id, name_folded) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
         )
         .bind(i64_of(token.owner.0)?)
         .bind(&token.name)
@@ -546,6 +571,7 @@ impl SqlStore {
         .bind(token.expires_at.map(|t| t.0))
         .bind(family.map(|f| i64_of(f.0)).transpose()?)
         .bind(previous.map(|p| i64_of(p.0)).transpose()?)
+        .bind(token.name.to_lowercase())
         .fetch_one(&mut **tx)
         .await
         .map_err(database)?;
@@ -1419,12 +1445,25 @@ impl Store for SqlStore {
                 conditions.push(format!("{column} >= {}", bind(&mut values, Value::Int(after.0))));
             }
         }
+        if let Some(text) = page.name_contains.as_deref() {
+            // A substring of the folded name, taken literally (no pattern characters).
+            let text = bind(&mut values, Value::Owned(text.to_lowercase()));
+            conditions.push(match self.backend {
+                Backend::Sqlite => format!("instr(name_folded, {text}) > 0"),
+                Backend::Postgres => format!("strpos(name_folded, {text}) > 0"),
+            });
+        }
         let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
         let (up, down) = ("ASC", "DESC");
         let direction = if page.descending { down } else { up };
         let order = match (page.sort, page.descending) {
             (TokenSort::Id, _) => format!("id {direction}"),
             (TokenSort::CreatedAt, _) => format!("created_at {direction}, id {direction}"),
+            // Byte-wise, as `str` compares: SQLite's default collation, PostgreSQL's "C".
+            (TokenSort::Name, _) => match self.backend {
+                Backend::Sqlite => format!("name {direction}, id {direction}"),
+                Backend::Postgres => format!("name COLLATE \"C\" {direction}, id {direction}"),
+            },
             // Going up, a token that never expires comes after every date, one never used
             // before every date; going down, the reverse.
             (TokenSort::ExpiresAt, false) => "expires_at ASC NULLS LAST, id ASC".to_owned(),
@@ -1438,6 +1477,7 @@ impl Store for SqlStore {
                 query = match value {
                     Value::Int(int) => query.bind(*int),
                     Value::Text(text) => query.bind(*text),
+                    Value::Owned(text) => query.bind(text.clone()),
                 };
             }
             query

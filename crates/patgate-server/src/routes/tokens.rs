@@ -434,10 +434,11 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
         }
         uses
     };
-    // Without a filter on computed states or flags, a name search or a sort by name, the
-    // database selects, sorts, counts and pages: only the page's rows are read.
+    // Without a filter on computed states or flags, the database selects (name search
+    // included), sorts, counts and pages: only the page's rows are read.
     let sort_by_column = match sort {
         "id" => Some(TokenSort::Id),
+        "name" => Some(TokenSort::Name),
         "created_at" => Some(TokenSort::CreatedAt),
         "expires_at" => Some(TokenSort::ExpiresAt),
         "last_used_at" => Some(TokenSort::LastUsedAt),
@@ -446,7 +447,6 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
     if let Some(sort) = sort_by_column
         && states.is_empty()
         && flags.is_empty()
-        && search.is_none()
     {
         let page_query = TokenPageQuery {
             owner,
@@ -455,6 +455,7 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
             expires_after,
             used_before,
             used_after,
+            name_contains: search.clone(),
             sort,
             descending,
             limit: per_page,

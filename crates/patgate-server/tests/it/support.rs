@@ -112,7 +112,14 @@ impl TempDatabase {
             Backend::Postgres(admin_url) => {
                 let name = unique("patgate_server_it");
                 let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+                // An English ICU collation, as production databases often have (see
+                // patgate-store's tests): nothing may depend on the server's default.
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+                )))
+                .execute(&mut admin)
+                .await
+                .unwrap();
                 TempDatabase::Postgres { admin_url: admin_url.clone(), name }
             }
         }

@@ -60,7 +60,28 @@ async fn migrations_run_once_and_a_newer_schema_is_refused() {
         .unwrap();
         drop(store);
         let error = connect(&database).await.unwrap_err();
-        assert!(matches!(error, StoreError::SchemaTooNew { found: 99, known: 4 }), "{} {error}", database.url);
+        assert!(matches!(error, StoreError::SchemaTooNew { found: 99, known: 5 }), "{} {error}", database.url);
+    }
+}
+
+#[tokio::test]
+async fn tokens_written_before_schema_5_are_found_by_name_after_a_restart() {
+    use patgate_store::TokenPageQuery;
+    for database in databases().await {
+        let store = connect(&database).await.unwrap();
+        let (alice, _) = store.create_user("alice", "", false, audit("user_created")).await.unwrap();
+        let mut token = new_token(alice, fine_grained());
+        token.name = "Release \u{212A}EY".to_owned();
+        let (id, _) = store.create_token(&token, audit("token_created")).await.unwrap();
+        // As a row written by a binary that knew schema 4 only.
+        sqlx::query("UPDATE tokens SET name_folded = NULL").execute(store.pool()).await.unwrap();
+        let search = TokenPageQuery { name_contains: Some("release k".to_owned()), ..TokenPageQuery::first(10) };
+        let (rows, total) = store.token_page(&search).await.unwrap();
+        assert_eq!((rows.len(), total), (0, 0), "{}: not folded yet", database.url);
+        drop(store);
+        let store = connect(&database).await.unwrap();
+        let (rows, total) = store.token_page(&search).await.unwrap();
+        assert_eq!((rows.iter().map(|row| row.id).collect::<Vec<_>>(), total), (vec![id], 1), "{}", database.url);
     }
 }
 
@@ -352,6 +373,12 @@ async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
                 Authority::Legacy([LegacyScope::Api].into_iter().collect::<ScopeSet>())
             };
             let mut token = new_token(owner, authority);
+            // Names that fold differently in ASCII-only and full Unicode lowercasing (the
+            // Kelvin sign lowercases to `k`), with case, accents, and characters that are
+            // pattern syntax in SQL.
+            token.name = ["CI deploy", "ci-Deploy 2", "Ärger", "\u{212A}ube", "kube", "50%_off", "Zebra", "äpfel"]
+                [(n % 8) as usize]
+                .to_owned();
             token.created_at = Timestamp(T0.0 - (n * 7919) % 5000);
             token.expires_at = (n % 4 != 0).then(|| T0.plus_days(1 + (n * 5) % 9));
             let (id, _) = store.create_token(&token, audit("token_created")).await.unwrap();
@@ -378,11 +405,18 @@ async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
                 .filter(|row| query.kind.is_none_or(|kind| row.kind == kind))
                 .filter(|row| within(row.expires_at, query.expires_before, query.expires_after))
                 .filter(|row| within(row.last_used_at, query.used_before, query.used_after))
+                .filter(|row| {
+                    query
+                        .name_contains
+                        .as_ref()
+                        .is_none_or(|text| row.name.to_lowercase().contains(&text.to_lowercase()))
+                })
                 .collect();
             rows.sort_by(|a, b| {
                 let order = match query.sort {
                     TokenSort::Id => std::cmp::Ordering::Equal,
                     TokenSort::CreatedAt => a.created_at.cmp(&b.created_at),
+                    TokenSort::Name => a.name.cmp(&b.name),
                     TokenSort::ExpiresAt => {
                         a.expires_at.unwrap_or(Timestamp(i64::MAX)).cmp(&b.expires_at.unwrap_or(Timestamp(i64::MAX)))
                     }
@@ -400,7 +434,8 @@ async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
         };
         let base = TokenPageQuery::first(100);
         let mut queries = Vec::new();
-        for sort in [TokenSort::Id, TokenSort::CreatedAt, TokenSort::ExpiresAt, TokenSort::LastUsedAt] {
+        for sort in [TokenSort::Id, TokenSort::CreatedAt, TokenSort::Name, TokenSort::ExpiresAt, TokenSort::LastUsedAt]
+        {
             for descending in [false, true] {
                 queries.push(TokenPageQuery { sort, descending, ..base.clone() });
                 queries.push(TokenPageQuery { sort, descending, limit: 4, offset: 5, ..base.clone() });
@@ -426,6 +461,20 @@ async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
             ..base.clone()
         });
         queries.push(TokenPageQuery { limit: 3, offset: 99, ..base.clone() });
+        // Searches: case-insensitive, full Unicode ("KUBE" finds the Kelvin-sign name too),
+        // `%` and `_` literal, combined with another filter and a page.
+        for text in ["deploy", "DEPLOY", "KUBE", "ärg", "ÄRG", "%_", "_", "zeb", "nothing"] {
+            queries.push(TokenPageQuery { name_contains: Some(text.to_owned()), ..base.clone() });
+        }
+        queries.push(TokenPageQuery {
+            name_contains: Some("e".to_owned()),
+            owner: Some(alice),
+            sort: TokenSort::Name,
+            descending: true,
+            limit: 2,
+            offset: 1,
+            ..base.clone()
+        });
         for query in &queries {
             let (rows, total) = store.token_page(query).await.unwrap();
             let ids: Vec<TokenId> = rows.iter().map(|row| row.id).collect();

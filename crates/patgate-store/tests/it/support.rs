@@ -66,7 +66,15 @@ pub async fn databases() -> Vec<TestDatabase> {
     if let Ok(admin_url) = std::env::var("PATGATE_TEST_POSTGRES_URL") {
         let name = unique("patgate_test");
         let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+        // A language's collation (ICU, English), as production databases often have, rather
+        // than the server's default (often C, where text orders byte-wise anyway): the store
+        // must not depend on it.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
         let (base, _) = admin_url.rsplit_once('/').unwrap();
         databases.push(TestDatabase { url: format!("{base}/{name}"), cleanup: Cleanup::Postgres { admin_url, name } });
     }
