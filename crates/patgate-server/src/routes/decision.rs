@@ -238,19 +238,33 @@ pub async fn forward_auth(State(state): State<AppState>, request: axum::extract:
             }
             response
         }
-        Err(reason) if reason.status() == 401 => {
-            let message = reason.message(&state.engine().resources);
-            unauthorized(reason.code(), message)
-        }
         Err(reason) => {
-            let body = response(&state, &judged);
-            forbidden(reason.code(), body.message, body.missing)
+            // Only what the answer carries: the message and the missing permission (not the
+            // decision API's whole explanation, with its directory lookups).
+            let engine = state.engine();
+            let resources = &engine.resources;
+            let message = reason.message(resources);
+            if reason.status() == 401 {
+                return unauthorized(reason.code(), message);
+            }
+            forbidden(reason.code(), message, reason.missing_permission().map(|p| resources.permission_name(p)))
         }
     }
 }
 
+/// A refusal's JSON body, serialized as it is (no intermediate JSON value).
+#[derive(Serialize)]
+struct Refusal<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing: Option<Option<&'a str>>,
+}
+
 fn unauthorized(reason: &'static str, message: String) -> Response {
-    let body = serde_json::json!({ "error": "invalid_token", "reason": reason, "message": message });
+    let body = Refusal { error: "invalid_token", reason: Some(reason), message: &message, missing: None };
     let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
@@ -260,7 +274,8 @@ fn unauthorized(reason: &'static str, message: String) -> Response {
 }
 
 fn forbidden(reason: &'static str, message: String, missing: Option<String>) -> Response {
-    let body = serde_json::json!({ "error": reason, "message": message, "missing": missing });
+    // `missing` is always present in a 403's body, `null` when no single permission is.
+    let body = Refusal { error: reason, reason: None, message: &message, missing: Some(missing.as_deref()) };
     let mut response = (StatusCode::FORBIDDEN, Json(body)).into_response();
     if let Some(value) = missing.as_deref().and_then(|m| HeaderValue::from_str(m).ok()) {
         response.headers_mut().insert(X_PATGATE_MISSING_PERMISSION, value);
