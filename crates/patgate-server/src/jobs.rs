@@ -98,7 +98,7 @@ pub async fn revoke_inactive(shared: &Shared) -> Result<usize, StoreError> {
             return Ok(revoked);
         }
         let cutoff = now.plus_days(-i64::from(days));
-        let ids = shared.store.inactive_tokens(cutoff, 200).await?;
+        let ids = shared.store.inactive_tokens(cutoff, now, 200).await?;
         if ids.is_empty() {
             return Ok(revoked);
         }

@@ -709,10 +709,13 @@ pub trait Store: Send + Sync {
         days: u32,
         audit: Audit,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Active tokens not used (or, never used, not created) since `cutoff`, at most `limit`.
+    /// Tokens live at `now` (neither revoked nor expired) not used (or, never used, not
+    /// created) since `cutoff`, at most `limit`, by id. An expired token is not inactive:
+    /// it is already refused, and revoking it would record a reason it did not end by.
     fn inactive_tokens(
         &self,
         cutoff: Timestamp,
+        now: Timestamp,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<TokenId>, StoreError>> + Send;
     /// Takes or renews the lease on job `name` for `holder` until `until`; `false` while

@@ -1247,12 +1247,13 @@ impl Store for SqlStore {
         Ok(true)
     }
 
-    async fn inactive_tokens(&self, cutoff: Timestamp, limit: u32) -> Result<Vec<TokenId>, StoreError> {
+    async fn inactive_tokens(&self, cutoff: Timestamp, now: Timestamp, limit: u32) -> Result<Vec<TokenId>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id FROM tokens WHERE revoked_at IS NULL AND COALESCE(last_used_at, created_at) < $1 \
-             ORDER BY id LIMIT $2",
+            "SELECT id FROM tokens WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
+             AND COALESCE(last_used_at, created_at) < $1 ORDER BY id LIMIT $3",
         )
         .bind(cutoff.0)
+        .bind(now.0)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await

@@ -630,28 +630,41 @@ async fn inactive_tokens_count_from_last_use_or_else_creation() {
             .await
             .unwrap();
 
-        assert_eq!(store.inactive_tokens(T0, 100).await.unwrap(), [], "{url}");
-        assert_eq!(store.inactive_tokens(T0.plus_days(5), 100).await.unwrap(), [never_used], "{url}");
+        assert_eq!(store.inactive_tokens(T0, T0, 100).await.unwrap(), [], "{url}");
+        assert_eq!(store.inactive_tokens(T0.plus_days(5), T0.plus_days(5), 100).await.unwrap(), [never_used], "{url}");
         assert_eq!(
-            store.inactive_tokens(Timestamp(T0.plus_days(5).0 + 1), 100).await.unwrap(),
+            store.inactive_tokens(Timestamp(T0.plus_days(5).0 + 1), T0.plus_days(6), 100).await.unwrap(),
             [never_used, younger],
             "{url}"
         );
         assert_eq!(
-            store.inactive_tokens(Timestamp(T0.plus_days(10).0 + 1), 100).await.unwrap(),
+            store.inactive_tokens(Timestamp(T0.plus_days(10).0 + 1), T0.plus_days(11), 100).await.unwrap(),
             [never_used, used, younger],
             "{url}"
         );
         assert_eq!(
-            store.inactive_tokens(Timestamp(T0.plus_days(10).0 + 1), 2).await.unwrap(),
+            store.inactive_tokens(Timestamp(T0.plus_days(10).0 + 1), T0.plus_days(11), 2).await.unwrap(),
             [never_used, used],
             "{url}"
         );
         assert_eq!(
-            store.inactive_tokens(T0.plus_days(21), 100).await.unwrap(),
+            store.inactive_tokens(T0.plus_days(21), T0.plus_days(21), 100).await.unwrap(),
             [never_used, used, younger, replacement],
             "{url}"
         );
+
+        // A token that expires is inactive until it expires, and then no longer: it is
+        // refused already, and was not ended by inactivity.
+        let expiring = create(&store, &token_at(alice, T0, Some(T0.plus_days(3))).0).await;
+        let cutoff = T0.plus_days(1);
+        assert_eq!(store.inactive_tokens(cutoff, T0.plus_days(2), 100).await.unwrap(), [never_used, expiring], "{url}");
+        let at_expiry = T0.plus_days(3);
+        assert_eq!(
+            store.inactive_tokens(cutoff, Timestamp(at_expiry.0 - 1), 100).await.unwrap(),
+            [never_used, expiring],
+            "{url}"
+        );
+        assert_eq!(store.inactive_tokens(cutoff, at_expiry, 100).await.unwrap(), [never_used], "{url}");
     }
 }
 
