@@ -119,6 +119,14 @@ try {
   await shot('generate-fine-grained');
   await deleteProject.uncheck();
   assert.equal(await page.locator('.warning').count(), 0, 'the warning goes with the permission');
+  // Reaching all her memberships, the same permission is beyond her highest role anywhere
+  // (maintainer): a warning too. Back to the selected project, it goes.
+  await page.getByRole('radio', { name: /All my memberships/ }).check();
+  await deleteProject.check();
+  await page.getByText('needs owner; in your memberships you are at most maintainer of any project').waitFor();
+  await deleteProject.uncheck();
+  assert.equal(await page.locator('.warning').count(), 0, 'the warning goes with the permission');
+  await page.getByRole('radio', { name: /Selected projects and groups/ }).check();
   await page.getByRole('button', { name: 'Generate fine-grained token' }).click();
 
   // Shown once, with a copy button.

@@ -113,9 +113,11 @@ fn session_schemas() -> Value {
     json!({
         "SignInRequest": { "type": "object", "required": ["username", "password"], "properties": {
             "username": string(), "password": { "type": "string", "format": "password" } } },
-        "Session": { "type": "object", "required": ["username", "admin", "csrf_token"], "properties": {
+        "Session": { "type": "object", "required": ["username", "admin", "csrf_token", "highest_roles"], "properties": {
             "username": string(), "admin": { "type": "boolean" },
-            "csrf_token": { "type": "string", "description": "send it as X-CSRF-Token (or a form's csrf field) on every request of this session that is not GET or HEAD" } } },
+            "csrf_token": { "type": "string", "description": "send it as X-CSRF-Token (or a form's csrf field) on every request of this session that is not GET or HEAD" },
+            "highest_roles": { "type": "object", "description": "the highest role the user holds through memberships on any project (group roles count on their projects; personal projects aside) and on any group; null for none",
+                "properties": { "project": { "type": ["string", "null"] }, "group": { "type": ["string", "null"] } } } } },
         "PasswordChange": { "type": "object", "required": ["current_password", "password"], "properties": {
             "current_password": { "type": "string", "format": "password" },
             "password": { "type": "string", "format": "password", "minLength": 12, "description": "12 characters or more, 256 bytes at most" } } },

@@ -305,13 +305,28 @@ async function fineGrainedPage() {
         h('tbody', {}, rows))));
   });
 
-  // Warn when a checked permission needs more than the user's role where the token reaches.
+  // Warn when a checked permission needs more than the user's role where the token reaches:
+  // in each selected project or group, or, reaching all memberships, in every one of them
+  // (the highest role the user holds, which the session tells).
   function check() {
     const mode = document.querySelector('input[name=reach]:checked').value;
     const notes = [];
+    const highest = state.session.highest_roles || {};
     for (const item of boxes) {
       item.box.closest('td').classList.remove('exceeds');
-      if (!item.box.checked || mode !== 'selected' || !(item.requires in ROLE_RANK)) continue;
+      if (!item.box.checked || !(item.requires in ROLE_RANK)) continue;
+      if (mode === 'all_memberships' && !state.session.admin && (item.boundary === 'project' || item.boundary === 'group')) {
+        const role = highest[item.boundary];
+        if (!role || ROLE_RANK[role] < ROLE_RANK[item.requires]) {
+          item.box.closest('td').classList.add('exceeds');
+          const where = item.boundary === 'project'
+            ? 'the token could use it only in your personal projects'
+            : 'the token could not use it anywhere';
+          notes.push(`${item.resource.label}: ${item.action} needs ${item.requires}; in your memberships you are ${role ? `at most ${role}` : 'not a member'} of any ${item.boundary}, so ${where}.`);
+        }
+        continue;
+      }
+      if (mode !== 'selected') continue;
       for (const entry of selected.values()) {
         if (entry.kind !== item.boundary && !(entry.kind === 'group' && item.boundary === 'project')) continue;
         const rank = entry.role ? ROLE_RANK[entry.role] : 0;

@@ -7,7 +7,9 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use patgate_core::{BoundaryRef, Timestamp, UserId, UserLocator, UserState, decision::Operation};
+use patgate_core::{
+    BoundaryRef, MembershipTarget, Role, Timestamp, UserId, UserLocator, UserState, decision::Operation,
+};
 use patgate_store::{Actor, Audit, NewSession, Store, UserRow};
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +44,33 @@ pub struct SessionResponse {
     pub username: String,
     pub admin: bool,
     pub csrf_token: String,
+    /// The highest roles the user holds through memberships, for the token form's warnings.
+    pub highest_roles: HighestRoles,
+}
+
+/// The highest role a user holds through memberships on any project (a group's role counts
+/// on its projects; their own personal projects, where they are owners, aside) and on any
+/// group: a grant reaching all memberships can use a permission only where the role allows.
+#[derive(Debug, Default, Serialize)]
+pub struct HighestRoles {
+    pub project: Option<&'static str>,
+    pub group: Option<&'static str>,
+}
+
+impl HighestRoles {
+    /// `user`'s, as the directory has them now (none for a user it does not know).
+    pub fn of(state: &Shared, user: UserId) -> HighestRoles {
+        let engine = state.engine();
+        let Some(user) = engine.index.directory.user(user) else { return HighestRoles::default() };
+        let (mut project, mut group) = (None, None);
+        for (target, role) in user.memberships() {
+            project = project.max(Some(role));
+            if matches!(target, MembershipTarget::Group(_)) {
+                group = group.max(Some(role));
+            }
+        }
+        HighestRoles { project: project.map(Role::name), group: group.map(Role::name) }
+    }
 }
 
 impl std::fmt::Debug for SessionResponse {
@@ -87,6 +116,7 @@ async fn open_session(
         username: user.username.clone(),
         admin: user.admin,
         csrf_token: csrf_token.expose_secret().to_owned(),
+        highest_roles: HighestRoles::of(state, user.id),
     };
     Ok((id, body))
 }
@@ -172,6 +202,7 @@ pub async fn sign_in(
 pub async fn show(State(state): State<AppState>, credentials: Credentials) -> Result<Response, ApiError> {
     let (caller, session) = by_session(&state, &credentials, Operation::Always, true, true)?;
     let body = SessionResponse {
+        highest_roles: HighestRoles::of(&state, caller.user),
         username: caller.username,
         admin: caller.admin,
         csrf_token: session.row.csrf_token.expose_secret().to_owned(),

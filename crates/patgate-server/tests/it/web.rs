@@ -139,7 +139,9 @@ async fn a_signed_in_browser_is_a_caller_of_the_management_api(backend: Backend)
 
     // Who am I.
     let me = browse(&app, &alice, "GET", SESSION, None, None).await.expect(200).json();
-    assert_eq!(me, json!({ "username": "alice", "admin": false, "csrf_token": alice.csrf }));
+    // alice is maintainer of the group acme/platform: that role counts on its projects too.
+    let highest = json!({ "project": "maintainer", "group": "maintainer" });
+    assert_eq!(me, json!({ "username": "alice", "admin": false, "csrf_token": alice.csrf, "highest_roles": highest }));
 
     // The management API, as alice with her live rights.
     let table = browse(&app, &alice, "GET", TOKENS, None, None).await.expect(200).json();
@@ -164,6 +166,10 @@ async fn a_signed_in_browser_is_a_caller_of_the_management_api(backend: Backend)
     let me = browse(&app, &admin, "GET", SESSION, None, None).await.expect(200).json();
     assert_eq!((me["username"].as_str(), me["admin"].as_bool()), (Some("admin"), Some(true)));
     browse(&app, &admin, "GET", "/api/v1/admin/settings", None, None).await.expect(200);
+    // dave is a member of one project only (reporter), of no group; as he signs in.
+    set_password(&app, "dave", PASSWORD).await;
+    let reply = sign_in_from(&app, "127.0.0.1", "dave", PASSWORD).await;
+    assert_eq!(reply.expect(200).json()["highest_roles"], json!({ "project": "reporter", "group": null }));
 
     // Without a cookie (or with a made-up one) nothing answers.
     app.call("GET", SESSION, None, None).await.expect_error(401, "invalid_token");
