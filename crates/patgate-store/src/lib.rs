@@ -174,6 +174,16 @@ pub enum TokenSort {
     LastUsedAt,
 }
 
+/// Which ended tokens [`TokenPageQuery::ended`] keeps, as of `at`: those revoked by then
+/// (`revoked_at <= at`; a rotated token's grace period is not over before), those expired by
+/// then (`expires_at <= at`) and not revoked, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ended {
+    pub at: Timestamp,
+    pub revoked: bool,
+    pub expired: bool,
+}
+
 /// What [`Store::token_page`] selects: filters on stored columns, a sort and a page. A
 /// bound on a date leaves out the tokens without that date.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -187,6 +197,9 @@ pub struct TokenPageQuery {
     pub used_after: Option<Timestamp>,
     /// Tokens whose name contains this text, both lowercased as `str::to_lowercase` does.
     pub name_contains: Option<String>,
+    /// Tokens that had ended at an instant: revoked by then, or expired by then without
+    /// being revoked.
+    pub ended: Option<Ended>,
     pub sort: TokenSort,
     pub descending: bool,
     pub limit: u32,
@@ -204,6 +217,7 @@ impl TokenPageQuery {
             used_before: None,
             used_after: None,
             name_contains: None,
+            ended: None,
             sort: TokenSort::Id,
             descending: false,
             limit,

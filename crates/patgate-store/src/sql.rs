@@ -1454,6 +1454,19 @@ impl Store for SqlStore {
                 Backend::Postgres => format!("strpos(name_folded, {text}) > 0"),
             });
         }
+        if let Some(ended) = page.ended {
+            let at = bind(&mut values, Value::Int(ended.at.0));
+            let revoked = format!("(revoked_at IS NOT NULL AND revoked_at <= {at})");
+            let expired = format!(
+                "((revoked_at IS NULL OR revoked_at > {at}) AND expires_at IS NOT NULL AND expires_at <= {at})"
+            );
+            conditions.push(match (ended.revoked, ended.expired) {
+                (true, true) => format!("({revoked} OR {expired})"),
+                (true, false) => revoked,
+                (false, true) => expired,
+                (false, false) => "1 = 0".to_owned(),
+            });
+        }
         let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
         let (up, down) = ("ASC", "DESC");
         let direction = if page.descending { down } else { up };

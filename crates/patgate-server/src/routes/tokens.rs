@@ -14,7 +14,7 @@ use patgate_core::{
         validate_new_token,
     },
 };
-use patgate_store::{Actor, Audit, NewToken, PermissionUse, Store, TokenPageQuery, TokenRow, TokenSort};
+use patgate_store::{Actor, Audit, Ended, NewToken, PermissionUse, Store, TokenPageQuery, TokenRow, TokenSort};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -434,8 +434,9 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
         }
         uses
     };
-    // Without a filter on computed states or flags, the database selects (name search
-    // included), sorts, counts and pages: only the page's rows are read.
+    // Without a flag filter or a state that depends on the owner and the policy (active,
+    // blocked), the database selects (name search, revoked and expired included), sorts,
+    // counts and pages: only the page's rows are read.
     let sort_by_column = match sort {
         "id" => Some(TokenSort::Id),
         "name" => Some(TokenSort::Name),
@@ -444,8 +445,12 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
         "last_used_at" => Some(TokenSort::LastUsedAt),
         _ => None,
     };
+    let ended =
+        (!states.is_empty() && states.iter().all(|state| matches!(state, State::Revoked | State::Expired))).then(
+            || Ended { at: now, revoked: states.contains(&State::Revoked), expired: states.contains(&State::Expired) },
+        );
     if let Some(sort) = sort_by_column
-        && states.is_empty()
+        && (states.is_empty() || ended.is_some())
         && flags.is_empty()
     {
         let page_query = TokenPageQuery {
@@ -456,6 +461,7 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
             used_before,
             used_after,
             name_contains: search.clone(),
+            ended,
             sort,
             descending,
             limit: per_page,

@@ -359,7 +359,7 @@ async fn listed_tokens_carry_their_own_grants() {
 /// missing last use before), the owner, kind and date filters, pages and the total.
 #[tokio::test]
 async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
-    use patgate_store::{TokenPageQuery, TokenRow, TokenSort, TokenUse};
+    use patgate_store::{Ended, TokenPageQuery, TokenRow, TokenSort, TokenUse};
     for database in databases().await {
         let store = connect(&database).await.unwrap();
         let url = database.url.as_str();
@@ -382,6 +382,12 @@ async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
             token.created_at = Timestamp(T0.0 - (n * 7919) % 5000);
             token.expires_at = (n % 4 != 0).then(|| T0.plus_days(1 + (n * 5) % 9));
             let (id, _) = store.create_token(&token, audit("token_created")).await.unwrap();
+            if n % 5 == 2 {
+                store
+                    .revoke_token(id, "revoked_by_owner", Audit::new("token_revoked", Actor::default(), T0))
+                    .await
+                    .unwrap();
+            }
             if n % 3 != 1 {
                 let used = TokenUse {
                     token: id,
@@ -410,6 +416,13 @@ async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
                         .name_contains
                         .as_ref()
                         .is_none_or(|text| row.name.to_lowercase().contains(&text.to_lowercase()))
+                })
+                .filter(|row| {
+                    query.ended.is_none_or(|ended| {
+                        let revoked = row.revoked_at.is_some_and(|at| at <= ended.at);
+                        let expired = !revoked && row.expires_at.is_some_and(|at| at <= ended.at);
+                        (ended.revoked && revoked) || (ended.expired && expired)
+                    })
                 })
                 .collect();
             rows.sort_by(|a, b| {
@@ -461,6 +474,14 @@ async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
             ..base.clone()
         });
         queries.push(TokenPageQuery { limit: 3, offset: 99, ..base.clone() });
+        // Ended tokens, as of several instants (T0 + 4 days: some expired, some revoked).
+        for at in [T0, T0.plus_days(4), T0.plus_days(9)] {
+            for (revoked, expired) in [(true, false), (false, true), (true, true)] {
+                let ended = Some(Ended { at, revoked, expired });
+                queries.push(TokenPageQuery { ended, ..base.clone() });
+                queries.push(TokenPageQuery { ended, owner: Some(alice), sort: TokenSort::ExpiresAt, ..base.clone() });
+            }
+        }
         // Searches: case-insensitive, full Unicode ("KUBE" finds the Kelvin-sign name too),
         // `%` and `_` literal, combined with another filter and a page.
         for text in ["deploy", "DEPLOY", "KUBE", "ärg", "ÄRG", "%_", "_", "zeb", "nothing"] {
