@@ -160,79 +160,7 @@ impl SegmentKey {
 
 impl Router {
     pub(super) fn build(entries: &[Entry]) -> Result<Router, CatalogError> {
-        let mut tree = Tree::default();
-        for (index, entry) in entries.iter().enumerate() {
-            let error = |message: String| CatalogError { file: entry.file.to_string(), line: entry.line, message };
-            template_params(&entry.template).map_err(error)?;
-            let mut node = &mut tree.root;
-            for segment in entry.template[1..].split('/') {
-                node = match segment.find(':') {
-                    None if segment.starts_with('*') => {
-                        let name = &segment[1..];
-                        let (existing, child) = node.catch_all.get_or_insert_with(|| (name.into(), Box::default()));
-                        if existing.as_ref() != name {
-                            return Err(error(format!(
-                                "template `{}` names catch-all `*{name}` where another template has `*{existing}`",
-                                entry.template
-                            )));
-                        }
-                        child
-                    }
-                    None => {
-                        let position = match node.literals.binary_search_by(|(key, _)| key.as_ref().cmp(segment)) {
-                            Ok(position) => position,
-                            Err(position) => {
-                                node.literals.insert(position, (segment.into(), Node::default()));
-                                position
-                            }
-                        };
-                        &mut node.literals[position].1
-                    }
-                    Some(0) => {
-                        let name = &segment[1..];
-                        let (existing, child) = node.param.get_or_insert_with(|| (name.into(), Box::default()));
-                        if existing.as_ref() != name {
-                            return Err(error(format!(
-                                "template `{}` names parameter `:{name}` where another template has `:{existing}`",
-                                entry.template
-                            )));
-                        }
-                        child
-                    }
-                    Some(position) => {
-                        let (prefix, name) = (&segment[..position], &segment[position + 1..]);
-                        let found = node.prefixed.iter().position(|(p, _, _)| p.as_ref() == prefix);
-                        let index = match found {
-                            Some(index) => index,
-                            None => {
-                                node.prefixed.push((prefix.into(), name.into(), Node::default()));
-                                node.prefixed.len() - 1
-                            }
-                        };
-                        let (_, existing, child) = &mut node.prefixed[index];
-                        if existing.as_ref() != name {
-                            return Err(error(format!(
-                                "template `{}` names parameter `:{name}` where another template has `:{existing}`",
-                                entry.template
-                            )));
-                        }
-                        child
-                    }
-                };
-            }
-            let slot = &mut node.endpoints[entry.method as usize];
-            if let Some(previous) = slot {
-                let previous = &entries[*previous as usize];
-                return Err(error(format!(
-                    "duplicate route `{} {}`, already declared at {}:{}",
-                    entry.method.name(),
-                    entry.template,
-                    previous.file,
-                    previous.line
-                )));
-            }
-            *slot = Some(u32::try_from(index).map_err(|_| error("too many entries".to_owned()))?);
-        }
+        let tree = Tree::build(entries)?;
         let mut router = Router::default();
         router.flatten(&tree.root).map_err(|message| CatalogError { file: String::new(), line: 0, message })?;
         Ok(router)
@@ -374,4 +302,215 @@ impl Router {
 #[derive(Default)]
 struct Tree {
     root: Node,
+}
+
+impl Tree {
+    // Inserts every template, checking them.
+    fn build(entries: &[Entry]) -> Result<Tree, CatalogError> {
+        let mut tree = Tree::default();
+
+        for (index, entry) in entries.iter().enumerate() {
+            let error = |message: String| CatalogError { file: entry.file.to_string(), line: entry.line, message };
+            template_params(&entry.template).map_err(error)?;
+            let mut node = &mut tree.root;
+            for segment in entry.template[1..].split('/') {
+                node = match segment.find(':') {
+                    None if segment.starts_with('*') => {
+                        let name = &segment[1..];
+                        let (existing, child) = node.catch_all.get_or_insert_with(|| (name.into(), Box::default()));
+                        if existing.as_ref() != name {
+                            return Err(error(format!(
+                                "template `{}` names catch-all `*{name}` where another template has `*{existing}`",
+                                entry.template
+                            )));
+                        }
+                        child
+                    }
+                    None => {
+                        let position = match node.literals.binary_search_by(|(key, _)| key.as_ref().cmp(segment)) {
+                            Ok(position) => position,
+                            Err(position) => {
+                                node.literals.insert(position, (segment.into(), Node::default()));
+                                position
+                            }
+                        };
+                        &mut node.literals[position].1
+                    }
+                    Some(0) => {
+                        let name = &segment[1..];
+                        let (existing, child) = node.param.get_or_insert_with(|| (name.into(), Box::default()));
+                        if existing.as_ref() != name {
+                            return Err(error(format!(
+                                "template `{}` names parameter `:{name}` where another template has `:{existing}`",
+                                entry.template
+                            )));
+                        }
+                        child
+                    }
+                    Some(position) => {
+                        let (prefix, name) = (&segment[..position], &segment[position + 1..]);
+                        let found = node.prefixed.iter().position(|(p, _, _)| p.as_ref() == prefix);
+                        let index = match found {
+                            Some(index) => index,
+                            None => {
+                                node.prefixed.push((prefix.into(), name.into(), Node::default()));
+                                node.prefixed.len() - 1
+                            }
+                        };
+                        let (_, existing, child) = &mut node.prefixed[index];
+                        if existing.as_ref() != name {
+                            return Err(error(format!(
+                                "template `{}` names parameter `:{name}` where another template has `:{existing}`",
+                                entry.template
+                            )));
+                        }
+                        child
+                    }
+                };
+            }
+            let slot = &mut node.endpoints[entry.method as usize];
+            if let Some(previous) = slot {
+                let previous = &entries[*previous as usize];
+                return Err(error(format!(
+                    "duplicate route `{} {}`, already declared at {}:{}",
+                    entry.method.name(),
+                    entry.template,
+                    previous.file,
+                    previous.line
+                )));
+            }
+            *slot = Some(u32::try_from(index).map_err(|_| error("too many entries".to_owned()))?);
+        }
+        Ok(tree)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::LazyLock;
+
+    use proptest::prelude::*;
+
+    use super::{Method, Node, Params, Router, Tree};
+    use crate::{Resources, catalog::Catalog};
+
+    /// The tree's own matcher, as the router worked before it was compiled: the oracle.
+    fn tree_find<'p>(node: &Node, method: Method, rest: &'p str, params: &mut Params<'p>) -> Option<u32> {
+        if rest.is_empty() {
+            return node.endpoints[method as usize];
+        }
+        let rest = rest.strip_prefix('/')?;
+        let (segment, tail) = rest.find('/').map_or((rest, ""), |position| (&rest[..position], &rest[position..]));
+        if segment.is_empty() {
+            return None;
+        }
+        if let Some((_, child)) = node.literals.iter().find(|(key, _)| key.as_ref() == segment)
+            && let Some(found) = tree_find(child, method, tail, params)
+        {
+            return Some(found);
+        }
+        for (prefix, _, child) in &node.prefixed {
+            if segment.len() > prefix.len()
+                && segment.starts_with(prefix.as_ref())
+                && params.push(&segment[prefix.len()..])
+            {
+                if let Some(found) = tree_find(child, method, tail, params) {
+                    return Some(found);
+                }
+                params.pop();
+            }
+        }
+        if let Some((_, child)) = &node.param
+            && params.push(segment)
+        {
+            if let Some(found) = tree_find(child, method, tail, params) {
+                return Some(found);
+            }
+            params.pop();
+        }
+        if let Some((_, child)) = &node.catch_all
+            && params.push(rest)
+        {
+            if let Some(found) = child.endpoints[method as usize] {
+                return Some(found);
+            }
+            params.pop();
+        }
+        None
+    }
+
+    /// The built-in catalog with its tree and compiled router, built once.
+    static BUILT: LazyLock<(Catalog, Tree, Router)> = LazyLock::new(|| {
+        let catalog = Catalog::builtin(&Resources::builtin().unwrap()).unwrap();
+        let tree = Tree::build(catalog.entries()).unwrap();
+        let router = Router::build(catalog.entries()).unwrap();
+        (catalog, tree, router)
+    });
+
+    fn same_match(method: Method, path: &str) -> Result<bool, TestCaseError> {
+        let (_, tree, router) = &*BUILT;
+        let (mut expected_params, mut found_params) = (Params::default(), Params::default());
+        let expected = tree_find(&tree.root, method, path, &mut expected_params);
+        let found = router.find_in(0, method, path, &mut found_params);
+        prop_assert_eq!(found, expected, "{:?} {}", method, path);
+        if expected.is_some() {
+            prop_assert_eq!(found_params, expected_params, "{:?} {}", method, path);
+        }
+        Ok(expected.is_some())
+    }
+
+    #[test]
+    fn every_template_with_plain_values_matches_alike() {
+        let (catalog, _, _) = &*BUILT;
+        let mut matched = 0;
+        for entry in catalog.entries() {
+            let path: String = entry.template[1..]
+                .split('/')
+                .map(|segment| match segment.find(':') {
+                    Some(0) => "/1".to_owned(),
+                    Some(position) => format!("/{}1", &segment[..position]),
+                    None if segment.starts_with('*') => "/a/b.txt".to_owned(),
+                    None => format!("/{segment}"),
+                })
+                .collect();
+            matched += usize::from(same_match(entry.method, &path).unwrap());
+        }
+        assert_eq!(matched, catalog.entries().len(), "every template matches a path made from it");
+    }
+
+    // Paths made from the catalog's templates: each segment kept, replaced by another
+    // template's segment, a value, or dropped, and sometimes more segments appended.
+    fn paths() -> impl Strategy<Value = (usize, Vec<(u8, usize)>, usize)> {
+        (any::<usize>(), prop::collection::vec((0_u8..6, any::<usize>()), 1..12), 0_usize..5)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_compiled_trie_matches_as_the_tree_does((template, edits, method) in paths()) {
+            let entries = BUILT.0.entries();
+            let segments: Vec<&str> = entries.iter().flat_map(|entry| entry.template[1..].split('/')).collect();
+            let values = ["1", "42", "acme%2Fapi", "latest", "main.js", "v1.2.3", "a.b", "", "self", "all"];
+            let base: Vec<&str> = entries[template % entries.len()].template[1..].split('/').collect();
+            let mut path = String::new();
+            for (position, segment) in base.iter().enumerate() {
+                let (edit, pick) = edits.get(position).copied().unwrap_or((0, 0));
+                let segment = match edit {
+                    0 | 1 => segment.trim_start_matches([':', '*']),
+                    2 => values[pick % values.len()],
+                    3 => segments[pick % segments.len()],
+                    4 => continue,
+                    _ => segment,
+                };
+                path.push('/');
+                path.push_str(segment);
+            }
+            for (_, pick) in edits.iter().skip(base.len()) {
+                path.push('/');
+                path.push_str(values[pick % values.len()]);
+            }
+            same_match(Method::ALL[method], &path)?;
+        }
+    }
 }
