@@ -67,21 +67,58 @@ async fn migrations_run_once_and_a_newer_schema_is_refused() {
 #[tokio::test]
 async fn tokens_written_before_schema_5_are_found_by_name_after_a_restart() {
     use patgate_store::TokenPageQuery;
+    let search = |text: &str| TokenPageQuery { name_contains: Some(text.to_owned()), ..TokenPageQuery::first(10) };
     for database in databases().await {
         let store = connect(&database).await.unwrap();
         let (alice, _) = store.create_user("alice", "", false, audit("user_created")).await.unwrap();
         let mut token = new_token(alice, fine_grained());
         token.name = "Release \u{212A}EY".to_owned();
         let (id, _) = store.create_token(&token, audit("token_created")).await.unwrap();
-        // As a row written by a binary that knew schema 4 only.
+        let folded = |store: &patgate_store::SqlStore| {
+            let pool = store.pool().clone();
+            async move {
+                sqlx::query_scalar::<_, Option<String>>("SELECT name_folded FROM tokens WHERE id = $1")
+                    .bind(i64::try_from(id.0).unwrap())
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(folded(&store).await.as_deref(), Some("release key"), "{}: Rust's lowercasing", database.url);
+        // As a row written by a binary that knew schema 4 only (during a rolling upgrade):
+        // the database's own lowercasing stands in, alike for ASCII.
         sqlx::query("UPDATE tokens SET name_folded = NULL").execute(store.pool()).await.unwrap();
-        let search = TokenPageQuery { name_contains: Some("release k".to_owned()), ..TokenPageQuery::first(10) };
-        let (rows, total) = store.token_page(&search).await.unwrap();
-        assert_eq!((rows.len(), total), (0, 0), "{}: not folded yet", database.url);
-        drop(store);
-        let store = connect(&database).await.unwrap();
-        let (rows, total) = store.token_page(&search).await.unwrap();
+        let (rows, total) = store.token_page(&search("RELEASE")).await.unwrap();
         assert_eq!((rows.iter().map(|row| row.id).collect::<Vec<_>>(), total), (vec![id], 1), "{}", database.url);
+        // More such rows than one statement folds at start.
+        let mut tx = store.pool().begin().await.unwrap();
+        for n in 0..1000_i64 {
+            sqlx::query(
+                "INSERT INTO tokens (owner_id, name, kind, digest, display_prefix, created_at) \
+                 VALUES ($1, $2, 'legacy', $3, 'pgpat-AAAA', $4)",
+            )
+            .bind(i64::try_from(alice.0).unwrap())
+            .bind(format!("Bulk Ä{n}"))
+            .bind([n.to_be_bytes(), [7; 8], [7; 8], [7; 8]].concat())
+            .bind(T0.0)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        drop(store);
+        // The next start folds it.
+        let store = connect(&database).await.unwrap();
+        assert_eq!(folded(&store).await.as_deref(), Some("release key"), "{}: folded at start", database.url);
+        let (rows, total) = store.token_page(&search("release k")).await.unwrap();
+        assert_eq!((rows.iter().map(|row| row.id).collect::<Vec<_>>(), total), (vec![id], 1), "{}", database.url);
+        let unfolded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE name_folded IS NULL")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(unfolded, 0, "{}", database.url);
+        let (_, total) = store.token_page(&search("bulk ä99")).await.unwrap();
+        assert_eq!(total, 11, "{}: Bulk Ä99 and Ä990 to Ä999", database.url);
     }
 }
 
