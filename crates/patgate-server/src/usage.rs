@@ -377,6 +377,12 @@ mod tests {
         IpAddr::from([10, 0, 0, last])
     }
 
+    /// `issue:read`, used in project 1.
+    fn issue_read_in_project_1() -> (Permission, Boundary) {
+        let resources = patgate_core::Resources::builtin().unwrap();
+        (resources.permission("issue:read").unwrap(), Boundary::Project(patgate_core::ProjectId(1)))
+    }
+
     #[test]
     fn addresses_keep_the_five_most_recent_in_order_and_uses_add_up() {
         let usage = Usage::default();
@@ -467,9 +473,7 @@ mod tests {
     fn a_fold_over_many_tokens_counts_each_once() {
         // More tokens than the lookahead, interleaved, in events folded in several batches.
         let usage = Usage::default();
-        let resources = patgate_core::Resources::builtin().unwrap();
-        let read = resources.permission("issue:read").unwrap();
-        let project = Boundary::Project(patgate_core::ProjectId(1));
+        let (read, project) = issue_read_in_project_1();
         let tokens = 1000_u64;
         for round in 0..5_i64 {
             for token in 0..tokens {
@@ -507,9 +511,7 @@ mod tests {
     #[test]
     fn uses_folded_while_recording_are_all_counted() {
         let usage = Usage::default();
-        let resources = patgate_core::Resources::builtin().unwrap();
-        let read = resources.permission("issue:read").unwrap();
-        let project = Boundary::Project(patgate_core::ProjectId(1));
+        let (read, project) = issue_read_in_project_1();
         let events = FOLD_AT * 3 + 7;
         for second in 0..events {
             let token = TokenId(second as u64 % 3);
