@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = resources.id("container_registry")?;
     let fine = format.generate(TokenKind::FineGrained)?;
     let grant = Grant {
-        reach: Reach::Selected { projects: Box::new([patgate_core::ProjectId(1)]), groups: Box::new([]) },
+        reach: Reach::Selected { projects: [patgate_core::ProjectId(1)].into(), groups: [].into() },
         permissions: PermissionSet::new([(registry, "cr".parse::<Letters>()?.0)]),
     };
     index.insert_token(

@@ -8,15 +8,26 @@ use foldhash::fast::{FixedState, RandomState};
 use crate::{decision::BoundaryRef, role::Role, tag_table::TagTable};
 
 mod id_map;
+pub(crate) mod inline;
 
 use id_map::IdMap;
+pub use inline::InlineText;
+use inline::{Chain, InlineVec};
+
+/// A username as a user record holds it: in the record up to 30 bytes.
+pub type Username = InlineText<30>;
+/// A group or project path as its record holds it: in the record up to 54 bytes.
+pub type FullPath = InlineText<54>;
+/// Memberships a user record holds in place (more go to the heap): with the username and
+/// the rest, the record fills three cache lines.
+const MEMBERSHIPS_HERE: usize = 17;
 
 pub(crate) type FastMap<K, V> = HashMap<K, V, FixedState>;
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(pub u64);
 
         impl fmt::Display for $name {
@@ -140,12 +151,13 @@ pub enum Namespace {
 #[derive(Clone, Debug)]
 pub struct User {
     pub id: UserId,
-    pub username: Box<str>,
+    pub username: Username,
     pub state: UserState,
     pub admin: bool,
     // INVARIANT: sorted, one entry per target; each entry packs the target key (id, then one
-    // bit for the kind) above three bits of role, so a membership takes 8 bytes.
-    memberships: Vec<u64>,
+    // bit for the kind) above three bits of role, so a membership takes 8 bytes. Held in
+    // the record up to `MEMBERSHIPS_HERE`: the owner's record brings them with it.
+    memberships: InlineVec<u64, MEMBERSHIPS_HERE>,
 }
 
 impl User {
@@ -177,11 +189,16 @@ impl User {
         })
     }
 
-    /// Starts loading the membership a lookup probes first, for [`crate::warm`].
-    pub(crate) fn prefetch_memberships(&self) {
-        if !self.memberships.is_empty() {
-            prefetch_index::prefetch_index(&self.memberships, self.memberships.len() / 2);
+    /// Starts loading the memberships and the username (the record's other lines, or the
+    /// heap when they did not fit), for [`crate::warm`].
+    pub(crate) fn prefetch_lines(&self) {
+        let memberships: &[u64] = &self.memberships;
+        if let Some(last) = memberships.len().checked_sub(1) {
+            prefetch_index::prefetch_index(memberships, 0);
+            prefetch_index::prefetch_index(memberships, last / 2);
+            prefetch_index::prefetch_index(memberships, last);
         }
+        prefetch_index::prefetch_index(self.username.as_bytes(), 0);
     }
 
     /// How many direct memberships the user has.
@@ -210,17 +227,24 @@ pub struct Group {
     pub id: GroupId,
     pub parent: Option<GroupId>,
     /// `acme/platform/infra`, lowercase.
-    pub full_path: Box<str>,
+    pub full_path: FullPath,
     pub visibility: Visibility,
     // The group itself, then its parent, up to the top level: groups never move, so the
-    // chain is fixed at creation and an ancestry is one load instead of a walk.
-    chain: Box<[GroupId]>,
+    // chain is fixed at creation and an ancestry is read from the record, not walked.
+    chain: Chain,
 }
 
 impl Group {
     /// The group itself, then its ancestors, nearest first.
-    pub fn chain(&self) -> &[GroupId] {
-        &self.chain
+    pub fn ancestry(&self) -> Ancestry {
+        Ancestry::of(&self.chain)
+    }
+
+    /// Starts loading the record's other line (or the heap) for the path and the chain,
+    /// for [`crate::warm`].
+    pub(crate) fn prefetch_lines(&self) {
+        prefetch_index::prefetch_index(self.full_path.as_bytes(), 0);
+        self.chain.prefetch();
     }
 }
 
@@ -230,8 +254,21 @@ pub struct Project {
     pub id: ProjectId,
     pub namespace: Namespace,
     /// `acme/platform/api` or `alice/dotfiles`, lowercase.
-    pub full_path: Box<str>,
+    pub full_path: FullPath,
     pub visibility: Visibility,
+    // The chain of the project's group (empty in a personal namespace), copied from it when
+    // the project is created or moved (groups never move): the decision reads the project's
+    // ancestry from the project's own record, not from its group's.
+    chain: Chain,
+}
+
+impl Project {
+    /// Starts loading the record's other line (or the heap) for the path and the chain,
+    /// for [`crate::warm`].
+    pub(crate) fn prefetch_lines(&self) {
+        prefetch_index::prefetch_index(self.full_path.as_bytes(), 0);
+        self.chain.prefetch();
+    }
 }
 
 /// A refused change to the directory. Nothing was changed.
@@ -281,6 +318,12 @@ pub struct Ancestry {
 impl Ancestry {
     /// No group (a project in a personal namespace).
     pub const NONE: Ancestry = Ancestry { ids: [GroupId(0); MAX_GROUP_DEPTH + 1], len: 0 };
+
+    fn of(chain: &Chain) -> Ancestry {
+        let mut ancestry = Ancestry::NONE;
+        ancestry.len = chain.copy_into(&mut ancestry.ids);
+        ancestry
+    }
 
     /// Whether `group` is in the chain.
     pub fn contains(&self, group: GroupId) -> bool {
@@ -378,23 +421,25 @@ impl Directory {
         }
         match self.users.get_mut(id) {
             Some(user) => {
-                if user.username != username {
+                if user.username != *username {
                     if self.projects.values().any(|p| p.namespace == Namespace::User(id)) {
                         return Err(DirectoryError::Invalid(format!(
                             "user `{}` has personal projects and cannot be renamed",
                             user.username
                         )));
                     }
-                    self.user_by_name.remove(&user.username);
-                    self.user_by_name.insert(username.clone(), id);
-                    user.username = username;
+                    self.user_by_name.remove(user.username.as_str());
+                    user.username = Username::new(&username);
+                    self.user_by_name.insert(username, id);
                 }
                 user.state = state;
                 user.admin = admin;
             }
             None => {
-                self.user_by_name.insert(username.clone(), id);
-                self.users.insert(id, User { id, username, state, admin, memberships: Vec::new() });
+                let record =
+                    User { id, username: Username::new(&username), state, admin, memberships: InlineVec::new() };
+                self.user_by_name.insert(username, id);
+                self.users.insert(id, record);
             }
         }
         Ok(())
@@ -454,7 +499,7 @@ impl Directory {
             return Err(DirectoryError::PathTaken(full_path.into_string()));
         }
         let (parent, chain) = match full_path.rsplit_once('/') {
-            None => (None, Box::from([id])),
+            None => (None, Chain::new(&[id])),
             Some((prefix, _)) => {
                 let parent = self.group_at(prefix).ok_or_else(|| DirectoryError::UnknownGroup(prefix.to_owned()))?;
                 if parent.chain.len() >= MAX_GROUP_DEPTH {
@@ -462,11 +507,13 @@ impl Directory {
                         "`{full_path}` would nest deeper than {MAX_GROUP_DEPTH} groups"
                     )));
                 }
-                (Some(parent.id), std::iter::once(id).chain(parent.chain.iter().copied()).collect())
+                let ancestry = parent.ancestry();
+                let chain: Vec<GroupId> = std::iter::once(id).chain(ancestry.groups().iter().copied()).collect();
+                (Some(parent.id), Chain::new(&chain))
             }
         };
         self.group_paths.insert(self.path_tags.hash_one(&*full_path), id.0);
-        self.groups.insert(id, Group { id, parent, full_path, visibility, chain });
+        self.groups.insert(id, Group { id, parent, full_path: FullPath::new(&full_path), visibility, chain });
         Ok(())
     }
 
@@ -516,29 +563,19 @@ impl Directory {
 
     /// `group` itself, then its parent, up to the top-level group.
     pub fn ancestors(&self, group: GroupId) -> impl Iterator<Item = &Group> + '_ {
-        self.chain(group).iter().filter_map(|id| self.groups.get(*id))
-    }
-
-    fn chain(&self, group: GroupId) -> &[GroupId] {
-        self.groups.get(group).map_or(&[], |group| &group.chain)
+        let ancestry = self.ancestry(group);
+        (0..ancestry.len).filter_map(move |position| self.groups.get(ancestry.ids[position]))
     }
 
     /// `group` and its ancestors, nearest first.
     pub fn ancestry(&self, group: GroupId) -> Ancestry {
-        let mut ancestry = Ancestry::NONE;
-        let chain = self.chain(group);
-        let len = chain.len().min(ancestry.ids.len());
-        ancestry.ids[..len].copy_from_slice(&chain[..len]);
-        ancestry.len = len;
-        ancestry
+        self.groups.get(group).map_or(Ancestry::NONE, Group::ancestry)
     }
 
-    /// The ancestry of the group a project lives in (empty for a personal project).
+    /// The ancestry of the group a project lives in (empty for a personal project), from
+    /// the project's own record.
     pub fn project_ancestry(&self, project: &Project) -> Ancestry {
-        match project.namespace {
-            Namespace::Group(group) => self.ancestry(group),
-            Namespace::User(_) => Ancestry::NONE,
-        }
+        Ancestry::of(&project.chain)
     }
 
     /// `user`'s role given the groups above the boundary and, for a project, the project:
@@ -559,7 +596,7 @@ impl Directory {
 
     /// Whether `ancestor` is `group` or one of its ancestors.
     pub fn group_contains_group(&self, ancestor: GroupId, group: GroupId) -> bool {
-        self.chain(group).contains(&ancestor)
+        self.ancestry(group).contains(ancestor)
     }
 
     /// Whether `project` lives in `ancestor` or one of its subgroups.
@@ -588,9 +625,18 @@ impl Directory {
             return Err(DirectoryError::PathTaken(full_path.into_string()));
         }
         let namespace = self.namespace_of(&full_path)?;
+        let chain = self.chain_of(namespace);
         self.project_paths.insert(self.path_tags.hash_one(&*full_path), id.0);
-        self.projects.insert(id, Project { id, namespace, full_path, visibility });
+        self.projects.insert(id, Project { id, namespace, full_path: FullPath::new(&full_path), visibility, chain });
         Ok(())
+    }
+
+    // The chain a project in `namespace` holds: its group's.
+    fn chain_of(&self, namespace: Namespace) -> Chain {
+        match namespace {
+            Namespace::Group(group) => self.groups.get(group).map_or_else(Chain::empty, |group| group.chain.clone()),
+            Namespace::User(_) => Chain::empty(),
+        }
     }
 
     fn namespace_of(&self, full_path: &str) -> Result<Namespace, DirectoryError> {
@@ -612,19 +658,21 @@ impl Directory {
         let project = self.projects.get(id).ok_or_else(|| DirectoryError::UnknownProject(id.to_string()))?;
         let name = project.full_path.rsplit('/').next().unwrap_or_default();
         let new_path = normalize_path(&format!("{namespace_path}/{name}"))?;
-        if new_path == project.full_path {
+        if project.full_path == *new_path {
             return Ok(());
         }
         if self.project_at(&new_path).is_some() || self.group_at(&new_path).is_some() {
             return Err(DirectoryError::PathTaken(new_path.into_string()));
         }
         let namespace = self.namespace_of(&new_path)?;
+        let chain = self.chain_of(namespace);
         let old_tag = self.path_tags.hash_one(&*project.full_path);
         self.project_paths.remove(old_tag, id.0);
         self.project_paths.insert(self.path_tags.hash_one(&*new_path), id.0);
         if let Some(project) = self.projects.get_mut(id) {
-            project.full_path = new_path;
+            project.full_path = FullPath::new(&new_path);
             project.namespace = namespace;
+            project.chain = chain;
         }
         Ok(())
     }
@@ -681,7 +729,7 @@ impl Directory {
         self.group_paths
             .get(self.path_tags.hash_one(path))
             .filter_map(|id| self.groups.get(GroupId(id)))
-            .find(|group| *group.full_path == *path)
+            .find(|group| group.full_path.as_bytes() == path.as_bytes())
     }
 
     // The project at a lowercase `path`.
@@ -689,7 +737,7 @@ impl Directory {
         self.project_paths
             .get(self.path_tags.hash_one(path))
             .filter_map(|id| self.projects.get(ProjectId(id)))
-            .find(|project| *project.full_path == *path)
+            .find(|project| project.full_path.as_bytes() == path.as_bytes())
     }
 
     /// Resolves a request's project locator.
@@ -733,7 +781,11 @@ impl Directory {
         let user = self.users.get_mut(user).ok_or_else(|| DirectoryError::UnknownUser(user.to_string()))?;
         let key = target.key();
         match user.memberships.binary_search_by_key(&key, |entry| entry >> ROLE_BITS) {
-            Ok(position) => user.memberships[position] = pack(key, role),
+            Ok(position) => {
+                if let Some(entry) = user.memberships.get_mut(position) {
+                    *entry = pack(key, role);
+                }
+            }
             Err(position) => user.memberships.insert(position, pack(key, role)),
         }
         Ok(())
@@ -779,7 +831,7 @@ impl Directory {
         if user.memberships.is_empty() {
             return None;
         }
-        self.chain(group).iter().filter_map(|g| user.direct_role(MembershipTarget::Group(*g))).max()
+        self.ancestry(group).groups().iter().filter_map(|g| user.direct_role(MembershipTarget::Group(*g))).max()
     }
 
     /// Whether `user` may see `project` at all (else it is answered as not found).
@@ -821,5 +873,70 @@ impl Directory {
                 self.project(project).is_some_and(|project| self.group_contains_project(group.id, project))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_fill_whole_cache_lines() {
+        // A user's record (with memberships and username in place) is three lines, a
+        // project's and a group's two: the sizes the warm-up prefetches and the memory
+        // figures assume. A field added past them moves these.
+        assert_eq!(id_map::line_size::<User>(), 192);
+        assert_eq!(id_map::line_size::<Project>(), 128);
+        assert_eq!(id_map::line_size::<Group>(), 128);
+    }
+
+    #[test]
+    fn deep_chains_and_large_ids_spill_and_still_answer() {
+        let mut directory = Directory::new();
+        directory.upsert_user(UserId(1), "alice", UserState::Active, false).unwrap();
+        // Ten levels (past the eight held in place), the deepest with an id past 2³².
+        let mut path = String::new();
+        let ids: Vec<GroupId> = (1..=9).map(GroupId).chain([GroupId(1 << 40)]).collect();
+        for (depth, id) in ids.iter().enumerate() {
+            path = if depth == 0 { "g1".to_owned() } else { format!("{path}/g{}", depth + 1) };
+            directory.insert_group(*id, &path, Visibility::Private).unwrap();
+        }
+        directory.insert_project(ProjectId(5), &format!("{path}/api"), Visibility::Private).unwrap();
+        directory.insert_project(ProjectId(6), "g1/web", Visibility::Private).unwrap();
+        let deepest = ids[9];
+        let nearest_first: Vec<GroupId> = ids.iter().rev().copied().collect();
+        assert_eq!(directory.ancestry(deepest).groups(), &nearest_first[..]);
+        let project = directory.project(ProjectId(5)).unwrap();
+        assert_eq!(directory.project_ancestry(project).groups(), &nearest_first[..]);
+        assert!(directory.group_contains_project(GroupId(1), project));
+        assert_eq!(
+            directory.project_by_path(&format!("{}/API", path.to_uppercase())).map(|p| p.id),
+            Some(ProjectId(5))
+        );
+
+        // Twenty memberships: past the seventeen in place, then back under.
+        directory.set_membership(UserId(1), MembershipTarget::Group(GroupId(1)), Role::Developer).unwrap();
+        for extra in 0..19 {
+            directory.insert_group(GroupId(100 + extra), &format!("x{extra}"), Visibility::Private).unwrap();
+            directory.set_membership(UserId(1), MembershipTarget::Group(GroupId(100 + extra)), Role::Guest).unwrap();
+        }
+        let alice = directory.user(UserId(1)).unwrap();
+        assert_eq!(alice.membership_count(), 20);
+        assert_eq!(directory.role_in_project(alice, directory.project(ProjectId(5)).unwrap()), Some(Role::Developer));
+        for extra in 0..10 {
+            assert!(directory.remove_membership(UserId(1), MembershipTarget::Group(GroupId(100 + extra))).unwrap());
+        }
+        directory.set_membership(UserId(1), MembershipTarget::Group(GroupId(1)), Role::Maintainer).unwrap();
+        let alice = directory.user(UserId(1)).unwrap();
+        assert_eq!(alice.membership_count(), 10);
+        assert_eq!(directory.role_in_group(alice, deepest), Some(Role::Maintainer));
+        assert_eq!(alice.direct_role(MembershipTarget::Group(GroupId(110))), Some(Role::Guest));
+        assert_eq!(alice.direct_role(MembershipTarget::Group(GroupId(109))), None);
+
+        // A project moved out of the deep chain takes its new group's chain.
+        directory.move_project(ProjectId(5), "g1").unwrap();
+        let moved = directory.project(ProjectId(5)).unwrap();
+        assert_eq!(directory.project_ancestry(moved).groups(), &[GroupId(1)]);
+        assert_eq!(&*moved.full_path, "g1/api");
     }
 }

@@ -1,9 +1,11 @@
 //! Fine-grained grants: where a token reaches, and what it may do there.
 
-use std::{fmt, str::FromStr};
+use std::{fmt, hash, ops::Deref, str::FromStr};
 
 use crate::{
-    directory::{Ancestry, Directory, GroupId, MembershipTarget, Namespace, Project, ProjectId, User},
+    directory::{
+        Ancestry, Directory, GroupId, MembershipTarget, Namespace, Project, ProjectId, User, inline::InlineVec,
+    },
     resource::{BoundaryKind, PermissionSet},
     role::Role,
 };
@@ -18,11 +20,80 @@ pub enum Reach {
     AllMemberships,
     /// The listed projects and groups; a group covers its subgroups and their projects
     /// through the live hierarchy.
-    Selected { projects: Box<[ProjectId]>, groups: Box<[GroupId]> },
+    Selected { projects: IdList<ProjectId>, groups: IdList<GroupId> },
     /// The owner's own user-level resources.
     User,
     /// Instance-wide resources; only for administrators.
     Instance,
+}
+
+/// How many ids of each kind a selected reach holds in the grant itself.
+const SELECTED_HERE: usize = 2;
+
+/// The projects or groups a selected reach lists: up to two in the grant itself (read with
+/// the token's grants, no pointer to follow), more on the heap.
+#[derive(Clone)]
+pub struct IdList<T>(InlineVec<T, SELECTED_HERE>);
+
+impl<T: Copy + Default> IdList<T> {
+    /// Starts loading the ids when they are not in the grant, for [`crate::warm`].
+    pub(crate) fn prefetch(&self) {
+        if let InlineVec::Spilled(ids) = &self.0 {
+            prefetch_index::prefetch_index(ids, 0);
+        }
+    }
+}
+
+impl<T> Deref for IdList<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        &self.0
+    }
+}
+
+impl<T: Copy + Default> From<&[T]> for IdList<T> {
+    fn from(ids: &[T]) -> Self {
+        IdList(InlineVec::from_slice(ids))
+    }
+}
+
+impl<T: Copy + Default> From<Vec<T>> for IdList<T> {
+    fn from(ids: Vec<T>) -> Self {
+        IdList::from(&ids[..])
+    }
+}
+
+impl<T: Copy + Default, const K: usize> From<[T; K]> for IdList<T> {
+    fn from(ids: [T; K]) -> Self {
+        IdList::from(&ids[..])
+    }
+}
+
+impl<T: Copy + Default> FromIterator<T> for IdList<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(ids: I) -> Self {
+        IdList::from(ids.into_iter().collect::<Vec<T>>())
+    }
+}
+
+impl<T: PartialEq> PartialEq for IdList<T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: Eq> Eq for IdList<T> {}
+
+impl<T: hash::Hash> hash::Hash for IdList<T> {
+    fn hash<H: hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for IdList<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// The kind of a [`Reach`], without its list of targets.
@@ -216,5 +287,25 @@ impl Grant {
                 directory.project(project).is_some_and(|project| self.reach.covers_project(directory, owner, project))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_selected_lists_live_in_the_grant() {
+        let here: IdList<ProjectId> = [ProjectId(1), ProjectId(2)].into();
+        let spilled: IdList<ProjectId> = [ProjectId(1), ProjectId(2), ProjectId(3)].into();
+        assert!(matches!(here.0, InlineVec::Here { .. }));
+        assert!(matches!(spilled.0, InlineVec::Spilled(_)));
+        assert_eq!(&*spilled, &[ProjectId(1), ProjectId(2), ProjectId(3)]);
+        // Equal lists are equal however they are held.
+        let collected: IdList<ProjectId> = (1..=2).map(ProjectId).collect();
+        assert_eq!(here, collected);
+        assert_ne!(here, spilled);
+        // The grant stays within two cache lines: the permission set (64 bytes) and the reach.
+        assert!(std::mem::size_of::<Grant>() <= 128, "{}", std::mem::size_of::<Grant>());
     }
 }

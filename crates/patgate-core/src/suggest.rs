@@ -148,7 +148,7 @@ pub fn suggest(resources: &Resources, directory: &Directory, token: &TokenRecord
     let grants: Vec<Grant> = buckets
         .into_iter()
         .map(|(permissions, projects, groups)| Grant {
-            reach: Reach::Selected { projects: projects.into_boxed_slice(), groups: groups.into_boxed_slice() },
+            reach: Reach::Selected { projects: projects.into(), groups: groups.into() },
             permissions,
         })
         .chain(single)

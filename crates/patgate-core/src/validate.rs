@@ -299,7 +299,7 @@ fn validate_grant(
             projects.dedup();
             groups.sort_unstable();
             groups.dedup();
-            Reach::Selected { projects: projects.into_boxed_slice(), groups: groups.into_boxed_slice() }
+            Reach::Selected { projects: projects.into(), groups: groups.into() }
         }
         _ if has_selection => return Err(ValidationError::SelectionNotAllowed { grant: index, reach: kind }),
         ReachKind::PersonalProjects => Reach::PersonalProjects,
@@ -359,8 +359,8 @@ fn reach_units(reach: &Reach) -> Vec<Reach> {
     match reach {
         Reach::Selected { projects, groups } => projects
             .iter()
-            .map(|p| Reach::Selected { projects: Box::new([*p]), groups: Box::new([]) })
-            .chain(groups.iter().map(|g| Reach::Selected { projects: Box::new([]), groups: Box::new([*g]) }))
+            .map(|p| Reach::Selected { projects: [*p].into(), groups: [].into() })
+            .chain(groups.iter().map(|g| Reach::Selected { projects: [].into(), groups: [*g].into() }))
             .collect(),
         other => vec![other.clone()],
     }

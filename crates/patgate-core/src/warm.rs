@@ -1,23 +1,24 @@
 //! Overlapping the decision's cache misses.
 //!
 //! On a large index nearly every step of a decision is a cache miss, and each waits for the
-//! one before: the token's table entry, its record, its owner, the owner's memberships; the
-//! boundary's path entry, its record, its group's chain. Taken one after the other they
-//! cost some ten memory latencies. The two chains do not depend on each other, and the
-//! first line of each is known before the token's digest is (the token's table entry is
-//! found by its hint), so the engine starts both before it computes the digest
-//! ([`prefetch_first`]), and [`warm`] then walks both chains side by side, one level at a
-//! time: the loads of a level are issued together and wait together, and the last lines
-//! are prefetched while the decision starts. Nothing here changes or decides anything; a
-//! record that is not there simply ends its chain.
+//! one before: the token's table entry, its record and its owner's record; the boundary's
+//! path entry and its record. What the decision reads beyond those records is held in them
+//! (a user's memberships and username, a project's or group's path and ancestor chain, up
+//! to a size that covers nearly all; longer ones spill to the heap), so a record's other
+//! lines go out with its first. The token's grants (fine-grained tokens only) are the one
+//! further level. The two chains do not depend on each other, and the first line of each
+//! is known before the token's digest is (the token's table entry is found by its hint),
+//! so the engine starts both before it computes the digest ([`prefetch_first`]), and
+//! [`warm`] then walks both side by side, one level at a time: the loads of a level are
+//! issued together and wait together, and the last lines are prefetched while the decision
+//! starts. Nothing here changes or decides anything; a record that is not there simply
+//! ends its chain.
 
 use std::hint::black_box;
 
-use prefetch_index::prefetch_index;
-
 use crate::{
     decision::{BoundaryRef, Operation, Request},
-    directory::{Group, GroupId, Locator, Namespace, Project, ProjectId},
+    directory::{Group, GroupId, Locator, Project, ProjectId},
     grant::{Grant, Reach},
     index::Index,
     token::{Authority, TokenAddress, TokenHint},
@@ -74,48 +75,36 @@ pub(crate) fn warm(index: &Index, address: &TokenAddress, request: &Request<'_>)
         BoundaryRef::User(_) | BoundaryRef::Instance => Reached::Nothing,
     };
 
-    // Level 2: the token's two lines (digest and record) and its owner (whose id the table
-    // entry carries); the boundary's record (by path).
+    // Level 2: the token's two lines (digest and record) and its owner's record (whose id
+    // the table entry carries), with the owner's other lines (memberships and username are
+    // held in it); the boundary's record (by path), with its other line (path and chain).
+    // The other lines' addresses do not wait for the first line's load, so all go out
+    // together.
     let stored = index.stored_at(slot);
     let owner = owner_id.and_then(|owner| directory.user(owner));
+    if let Some(owner) = owner {
+        owner.prefetch_lines();
+    }
     let reached = match reached {
         Reached::ProjectId(id) => directory.project(ProjectId(id)).map_or(Reached::Nothing, Reached::Project),
         Reached::GroupId(id) => directory.group(GroupId(id)).map_or(Reached::Nothing, Reached::Group),
         other => other,
     };
-
-    // Level 3: the owner's memberships, the grants (read: they name the selected lists);
-    // the project's path (a lookup by path compares it) and group, or the group's chain.
-    if let Some(owner) = owner {
-        owner.prefetch_memberships();
-        // Not read by the decision, but by nearly every caller of it (forward auth's
-        // X-Patgate-User, the decision API's `user`).
-        prefetch_index(owner.username.as_bytes(), 0);
+    match reached {
+        Reached::Project(project) => project.prefetch_lines(),
+        Reached::Group(group) => group.prefetch_lines(),
+        Reached::ProjectId(_) | Reached::GroupId(_) | Reached::Nothing => {}
     }
+
+    // Level 3: the grants, then the selected lists too long to be held in them.
     let grants: &[Grant] = match stored.map(|(_, token)| &token.authority) {
         Some(Authority::FineGrained(grants)) => grants,
         Some(Authority::Legacy(_)) | None => &[],
     };
-    let group = match reached {
-        Reached::Project(project) => {
-            prefetch_index(project.full_path.as_bytes(), 0);
-            match project.namespace {
-                Namespace::Group(id) => directory.group(id),
-                Namespace::User(_) => None,
-            }
-        }
-        Reached::Group(group) => Some(group),
-        Reached::ProjectId(_) | Reached::GroupId(_) | Reached::Nothing => None,
-    };
-
-    // Level 4: the group chain; the lists of selected grants.
-    if let Some(group) = group {
-        prefetch_index(group.chain(), 0);
-    }
     for grant in grants {
         if let Reach::Selected { projects, groups } = &grant.reach {
-            prefetch_index(&projects[..], 0);
-            prefetch_index(&groups[..], 0);
+            projects.prefetch();
+            groups.prefetch();
         }
     }
     black_box(stored.map(|(digest, _)| digest.tag()));

@@ -381,7 +381,7 @@ pub fn make_record(
                     projects.dedup();
                     groups.sort_unstable();
                     groups.dedup();
-                    Reach::Selected { projects: projects.into_boxed_slice(), groups: groups.into_boxed_slice() }
+                    Reach::Selected { projects: projects.into(), groups: groups.into() }
                 } else {
                     Reach::AllMemberships
                 };

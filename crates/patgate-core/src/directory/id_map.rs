@@ -1,9 +1,10 @@
 //! Directory records by numeric id, laid out for the decision's cache misses.
 //!
 //! Ids come from the store's sequences, so they are dense: the record of id `n` lives at
-//! index `n` of a vector, one cache line each, and a lookup is one load with no hashing and
-//! no control bytes. Ids far beyond the records held (an import that kept another system's
-//! ids, say) go to a hash map instead, so a stray large id never costs memory.
+//! index `n` of a vector, on cache lines of its own (two or three: their loads go out
+//! together), and a lookup is one load with no hashing and no control bytes. Ids far beyond
+//! the records held (an import that kept another system's ids, say) go to a hash map
+//! instead, so a stray large id never costs memory.
 
 use std::{fmt, marker::PhantomData};
 
@@ -32,10 +33,16 @@ impl Id for ProjectId {
     }
 }
 
-/// One record per cache line, so a lookup touches exactly one.
+/// A record on cache lines of its own, so a lookup touches no other record's lines.
 #[derive(Clone)]
 #[repr(align(64))]
 struct Line<V>(Option<V>);
+
+/// The bytes a record of type `V` takes in the map.
+#[cfg(test)]
+pub(crate) fn line_size<V>() -> usize {
+    std::mem::size_of::<Line<V>>()
+}
 
 /// How far past twice the record count the dense part may grow for a new id.
 const SLACK: usize = 1024;

@@ -196,7 +196,7 @@ proptest! {
         let selected = pick.index(world.groups.len());
         let mut directory = build(&world);
         let owner = directory.user(UserId(0)).unwrap().clone();
-        let reach = Reach::Selected { projects: Box::new([]), groups: Box::new([GroupId(selected as u64)]) };
+        let reach = Reach::Selected { projects: [].into(), groups: [GroupId(selected as u64)].into() };
         let descends = |mut group: Option<usize>| {
             while let Some(g) = group {
                 if g == selected {
@@ -242,7 +242,7 @@ fn a_project_moved_out_of_a_selected_group_is_outside_reach() {
         id: TokenId(7),
         owner: UserId(1),
         authority: Authority::FineGrained(Box::new([Grant {
-            reach: Reach::Selected { projects: Box::new([]), groups: Box::new([GroupId(1)]) },
+            reach: Reach::Selected { projects: [].into(), groups: [GroupId(1)].into() },
             permissions: PermissionSet::new([(issue_read.resource, ActionSet::READ)]),
         }])),
         expires_at: None,

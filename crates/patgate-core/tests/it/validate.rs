@@ -212,10 +212,7 @@ fn good_tokens_are_resolved() {
     assert_eq!(grants.len(), 3);
     assert_eq!(
         grants[0].reach,
-        patgate_core::Reach::Selected {
-            projects: Box::new([ProjectId(1), ProjectId(2)]),
-            groups: Box::new([GroupId(2)])
-        }
+        patgate_core::Reach::Selected { projects: [ProjectId(1), ProjectId(2)].into(), groups: [GroupId(2)].into() }
     );
     assert_eq!(valid.allowed_ips.len(), 1);
     // An admin may hold instance reach and admin scopes.

@@ -36,7 +36,7 @@ fn fine_grained() -> Authority {
     let issue = resources.id("issue").unwrap();
     Authority::FineGrained(Box::new([
         Grant {
-            reach: Reach::Selected { projects: Box::new([ProjectId(1)]), groups: Box::new([GroupId(2)]) },
+            reach: Reach::Selected { projects: [ProjectId(1)].into(), groups: [GroupId(2)].into() },
             permissions: PermissionSet::new([(registry, ActionSet::READ.with(patgate_core::Action::Create))]),
         },
         Grant { reach: Reach::AllMemberships, permissions: PermissionSet::new([(issue, ActionSet::READ)]) },
