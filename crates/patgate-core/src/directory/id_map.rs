@@ -154,9 +154,12 @@ impl<K: Id, V> IdMap<K, V> {
         removed
     }
 
-    /// Makes room for `additional` more records with consecutive ids.
+    /// Makes room for `additional` more records with consecutive ids after the highest
+    /// held (ids start at 1: one more line than records, or the last insert would double
+    /// the vector and leave half of it reserved for nothing).
     pub(crate) fn reserve(&mut self, additional: usize) {
-        self.dense.reserve(additional);
+        let needed = (self.dense.len().max(1) + additional).saturating_sub(self.dense.len());
+        self.dense.reserve(needed);
     }
 
     /// How many records there are.
@@ -180,6 +183,23 @@ impl<K, V> IdMap<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserving_covers_ids_from_one() {
+        let mut map: IdMap<UserId, u64> = IdMap::default();
+        map.reserve(1000);
+        let capacity = map.dense.capacity();
+        for id in 1..=1000 {
+            map.insert(UserId(id), id);
+        }
+        assert_eq!(map.dense.capacity(), capacity, "the last id made the vector grow");
+        map.reserve(500);
+        let capacity = map.dense.capacity();
+        for id in 1001..=1500 {
+            map.insert(UserId(id), id);
+        }
+        assert_eq!(map.dense.capacity(), capacity);
+    }
 
     #[test]
     fn dense_and_sparse_ids_are_found_and_counted() {
