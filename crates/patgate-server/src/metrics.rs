@@ -14,9 +14,9 @@ const BUCKETS: [f64; 12] =
 /// The endpoints that decide.
 const ENDPOINTS: [&str; 2] = ["decide", "forward_auth"];
 
-/// Every reason a decision can carry (`allowed` for an allow); the last slot counts
-/// anything unexpected.
-const REASONS: [&str; 16] = [
+/// Every reason a decision can carry (`allowed` for an allow), and forward auth's own
+/// refusals; the last slot counts anything unexpected (none: a test checks every reason).
+const REASONS: [&str; 19] = [
     "allowed",
     "invalid_token",
     "missing_token",
@@ -24,6 +24,8 @@ const REASONS: [&str; 16] = [
     "expired",
     "owner_blocked",
     "ip_not_allowed",
+    "lifetime_policy",
+    "legacy_disabled",
     "endpoint_not_covered",
     "not_found",
     "outside_reach",
@@ -32,6 +34,7 @@ const REASONS: [&str; 16] = [
     "legacy_scope_insufficient",
     "not_applicable",
     "untrusted_proxy",
+    "missing_forwarded_request",
     "other",
 ];
 
@@ -96,5 +99,42 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE patgate_change_sequence gauge");
         let _ = writeln!(out, "patgate_change_sequence {sequence}");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use patgate_core::{DenyReason, LegacyScope, LifetimeExcess, Requirement, Resources, Role};
+
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_counter() {
+        let resources = Resources::builtin().unwrap();
+        let permission = resources.permission("issue:read").unwrap();
+        let excess = LifetimeExcess { cap_days: 30, group: None };
+        let decisions = [
+            DenyReason::UnknownToken,
+            DenyReason::Revoked,
+            DenyReason::Expired,
+            DenyReason::OwnerBlocked,
+            DenyReason::IpNotAllowed,
+            DenyReason::LifetimePolicy(excess),
+            DenyReason::LegacyDisabled,
+            DenyReason::EndpointNotCovered,
+            DenyReason::NotFound,
+            DenyReason::OutsideReach,
+            DenyReason::InsufficientScope(permission),
+            DenyReason::RoleTooLow { permission, needed: Requirement::Member(Role::Developer) },
+            DenyReason::LegacyScopeInsufficient(LegacyScope::Api),
+            DenyReason::NotApplicable(permission),
+        ];
+        let codes = decisions.iter().map(DenyReason::code).chain(["allowed", "missing_token"]);
+        // Forward auth's own refusals (routes/decision.rs).
+        let codes = codes.chain(["untrusted_proxy", "missing_forwarded_request"]);
+        for code in codes {
+            assert_ne!(REASONS[reason_index(code)], "other", "`{code}` is counted as other");
+        }
+        assert_eq!(REASONS[reason_index("something new")], "other");
     }
 }
