@@ -20,6 +20,7 @@ use patgate_store::Actor;
 
 use crate::{
     error::ApiError,
+    ratelimit::bucket_of,
     session::{self, ActiveSession, FormCsrf, SESSION_TOKEN_ID, SessionState},
     state::{AppState, Shared},
 };
@@ -406,16 +407,12 @@ pub fn authenticate_only(shared: &Shared, credentials: &Credentials) -> Result<C
 /// `Retry-After` when it is empty), and [`authenticated`] gives it back, so only failures
 /// count. The decision endpoints are not limited: they answer for a proxy, whose client
 /// address is not the caller's.
+/// Requests whose address is unknown share one bucket ([`bucket_of`]).
 fn attempt(shared: &Shared, credentials: &Credentials) -> Result<(), ApiError> {
-    match credentials.client_ip {
-        Some(address) => shared.auth_limiter.check(address).map_err(ApiError::RateLimited),
-        None => Ok(()),
-    }
+    shared.auth_limiter.check(bucket_of(credentials.client_ip)).map_err(ApiError::RateLimited)
 }
 
 /// The presented token authenticated: its attempt does not count.
 fn authenticated(shared: &Shared, credentials: &Credentials) {
-    if let Some(address) = credentials.client_ip {
-        shared.auth_limiter.refund(address);
-    }
+    shared.auth_limiter.refund(bucket_of(credentials.client_ip));
 }

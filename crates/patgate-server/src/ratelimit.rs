@@ -7,6 +7,13 @@ use std::{
     time::Instant,
 };
 
+/// The bucket a request counts against: its client's address, or, when the address is
+/// unknown (an embedder serving the router without connection info), one bucket shared by
+/// all such requests, so that they are limited too rather than not at all.
+pub fn bucket_of(client_ip: Option<IpAddr>) -> IpAddr {
+    client_ip.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+}
+
 /// Addresses tracked at most; past this, full (idle) buckets are dropped first.
 const MAX_ADDRESSES: usize = 100_000;
 

@@ -6,8 +6,6 @@
 //! [`ABSOLUTE_LIFETIME_SECONDS`] after sign-in whatever the activity; its stored
 //! `expires_at` is always the earlier of the two. See docs/ui.md, "Signing in".
 
-use std::net::IpAddr;
-
 use axum::{
     body::Body,
     extract::Request,
@@ -266,12 +264,6 @@ pub async fn form_csrf(request: Request, next: Next) -> Response {
         request.extensions_mut().insert(FormCsrf(csrf));
     }
     next.run(request).await
-}
-
-/// The address sign-in failures are counted against: the client's, or one shared bucket
-/// for requests whose address is unknown.
-pub fn failure_bucket(client_ip: Option<IpAddr>) -> IpAddr {
-    client_ip.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }
 
 #[cfg(test)]

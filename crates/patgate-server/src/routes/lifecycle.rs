@@ -10,6 +10,7 @@ use crate::{
     auth::{Caller, Credentials, authorize},
     error::ApiError,
     extract::{Params, RawBody},
+    ratelimit::bucket_of,
     routes::tokens::{TokenResponse, admin_permission, own_permission, token_response, uses_in_window},
     state::{AppState, Shared},
 };
@@ -57,9 +58,7 @@ pub async fn report_leak(
     headers: Credentials,
     body: RawBody,
 ) -> Result<(StatusCode, Json<LeakReceipt>), ApiError> {
-    if let Some(address) = headers.client_ip {
-        state.leak_limiter.check(address).map_err(ApiError::RateLimited)?;
-    }
+    state.leak_limiter.check(bucket_of(headers.client_ip)).map_err(ApiError::RateLimited)?;
     let report: LeakReport = body.json().map_err(|_| {
         ApiError::invalid(
             "the body must be a JSON array of tokens (strings or {\"token\": …} objects) or {\"tokens\": […]}",

@@ -18,7 +18,8 @@ use crate::{
     error::ApiError,
     extract::RawBody,
     password::{self, Password},
-    session::{self, SessionId, failure_bucket},
+    ratelimit::bucket_of,
+    session::{self, SessionId},
     state::{AppState, Shared},
 };
 
@@ -156,7 +157,7 @@ pub async fn sign_in(
     credentials: Credentials,
     body: RawBody,
 ) -> Result<Response, ApiError> {
-    let bucket = failure_bucket(credentials.client_ip);
+    let bucket = bucket_of(credentials.client_ip);
     if body.0.iter().all(u8::is_ascii_whitespace) {
         let Some(username) = trusted_username(&state, &credentials) else {
             return Err(ApiError::invalid("send `{\"username\": …, \"password\": …}` as JSON to sign in"));
@@ -228,7 +229,7 @@ async fn check_current_password(
     username: &str,
     password: &Password,
 ) -> Result<(), ApiError> {
-    let bucket = failure_bucket(credentials.client_ip);
+    let bucket = bucket_of(credentials.client_ip);
     state.sign_in_limiter.check(bucket).map_err(ApiError::RateLimited)?;
     let found = state.store.password_hash(username).await?;
     let hash = found.as_ref().and_then(|(_, hash)| hash.as_ref());

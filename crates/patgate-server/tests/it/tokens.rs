@@ -658,6 +658,30 @@ async fn rotation_keeps_the_lifetime_in_whole_days_from_the_creation_date() {
 /// then the address is refused (429, `Retry-After`) even with a good token, while other
 /// addresses are served; successes never count.
 #[tokio::test]
+async fn requests_without_a_client_address_share_one_limit() {
+    // An embedder serving the router without connection info gives no client address:
+    // failed authentications and leak reports are then limited together, not unlimited.
+    let app = App::new().await;
+    let own = "/api/v1/personal_access_tokens/self";
+    let (kept, last) = app.alice.split_at(app.alice.len() - 1);
+    let wrong = format!("{kept}{}", if last == "x" { 'y' } else { 'x' });
+    for attempt in 0..30 {
+        let reply = app.call("GET", own, Some(&wrong), None).await;
+        assert_eq!(reply.status.as_u16(), 401, "attempt {attempt}: {}", reply.text());
+    }
+    app.call("GET", own, Some(&wrong), None).await.expect_error(429, "rate_limited");
+    // A request that has an address has a bucket of its own.
+    app.call_from("198.51.100.9", "GET", own, &app.alice).await.expect(200);
+
+    let report = serde_json::json!(["pgpat-not-a-real-token"]);
+    for attempt in 0..30 {
+        let reply = app.call("POST", "/api/v1/credentials/revoke", None, Some(&report)).await;
+        assert_eq!(reply.status.as_u16(), 202, "report {attempt}: {}", reply.text());
+    }
+    app.call("POST", "/api/v1/credentials/revoke", None, Some(&report)).await.expect_error(429, "rate_limited");
+}
+
+#[tokio::test]
 async fn failed_authentication_is_rate_limited_per_address() {
     let app = App::new().await;
     let own = "/api/v1/personal_access_tokens/self";
