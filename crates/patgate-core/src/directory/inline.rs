@@ -22,14 +22,18 @@ pub(crate) enum InlineVec<T, const N: usize> {
 
 impl<T: Copy + Default, const N: usize> InlineVec<T, N> {
     const EMPTY_LEN: NonZeroU8 = NonZeroU8::MIN;
+    // The stored length is `len + 1` in a byte: a capacity past 254 would not build.
+    const CAPACITY_FITS: () = assert!(N < u8::MAX as usize, "an InlineVec holds at most 254 items in place");
 
     /// An empty list.
     pub(crate) fn new() -> Self {
+        let () = Self::CAPACITY_FITS;
         InlineVec::Here { items: [T::default(); N], len: Self::EMPTY_LEN }
     }
 
     /// A list of `items`, in place when they fit.
     pub(crate) fn from_slice(items: &[T]) -> Self {
+        let () = Self::CAPACITY_FITS;
         let stored = u8::try_from(items.len() + 1).ok().and_then(NonZeroU8::new).filter(|_| items.len() <= N);
         match stored {
             Some(len) => {
