@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts},
-    http::{HeaderMap, HeaderName, header, request::Parts},
+    http::{HeaderMap, HeaderValue, request::Parts},
 };
 use patgate_core::{
     Authority, Basis, BoundaryRef, DenyReason, Permission, Request, ScopeSet, Surface, TokenId, TokenRecord, User,
@@ -56,17 +56,103 @@ impl std::fmt::Debug for Credentials {
 /// The client's address: the first `X-Forwarded-For` (or `X-Real-IP`) entry when `peer` is
 /// a trusted proxy, else the peer itself.
 pub fn client_address(shared: &Shared, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
-    let forwarded = || {
-        let header = |name: &HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
-        header(&X_FORWARDED_FOR)
-            .and_then(|list| list.split(',').next())
-            .or_else(|| header(&X_REAL_IP))
-            .and_then(|ip| ip.trim().parse().ok())
-    };
-    match peer {
-        Some(peer) if shared.trusts_proxy(peer) => forwarded().or(Some(peer)),
-        other => other,
+    Presented::read(headers).client_address(shared, peer)
+}
+
+/// The request headers patgate authenticates and forwards with, each the first of its name,
+/// found in one pass over the request's headers. A `HeaderMap::get` hashes the name it looks
+/// for; a request carries a handful of headers, and forward auth reads six names on each.
+#[derive(Clone, Copy, Default)]
+pub struct Presented<'h> {
+    pub private_token: Option<&'h HeaderValue>,
+    pub authorization: Option<&'h HeaderValue>,
+    pub forwarded_for: Option<&'h HeaderValue>,
+    pub real_ip: Option<&'h HeaderValue>,
+    pub forwarded_method: Option<&'h HeaderValue>,
+    pub forwarded_uri: Option<&'h HeaderValue>,
+    pub original_method: Option<&'h HeaderValue>,
+    pub original_uri: Option<&'h HeaderValue>,
+}
+
+impl<'h> Presented<'h> {
+    pub fn read(headers: &'h HeaderMap) -> Presented<'h> {
+        let mut found = Presented::default();
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                "private-token" => &mut found.private_token,
+                "authorization" => &mut found.authorization,
+                "x-forwarded-for" => &mut found.forwarded_for,
+                "x-real-ip" => &mut found.real_ip,
+                "x-forwarded-method" => &mut found.forwarded_method,
+                "x-forwarded-uri" => &mut found.forwarded_uri,
+                "x-original-method" => &mut found.original_method,
+                "x-original-uri" => &mut found.original_uri,
+                _ => continue,
+            };
+            // The first value of a name, as `HeaderMap::get` answers.
+            slot.get_or_insert(value);
+        }
+        found
     }
+
+    /// The client's address: see [`client_address`].
+    pub fn client_address(&self, shared: &Shared, peer: Option<IpAddr>) -> Option<IpAddr> {
+        let forwarded = || {
+            text(self.forwarded_for)
+                .and_then(|list| list.split(',').next())
+                .or_else(|| text(self.real_ip))
+                .and_then(|ip| ip.trim().parse().ok())
+        };
+        match peer {
+            Some(peer) if shared.trusts_proxy(peer) => forwarded().or(Some(peer)),
+            other => other,
+        }
+    }
+
+    /// The token the request presents: see [`presented_token`].
+    pub fn token(&self, query: Option<&'h str>) -> Option<std::borrow::Cow<'h, str>> {
+        if let Some(value) = text(self.private_token) {
+            return Some(value.trim().into());
+        }
+        if let Some(value) = text(self.authorization) {
+            if let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+                return Some(token.trim().into());
+            }
+            if let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) {
+                let decoded = base64_decode(encoded.trim())?;
+                let text = String::from_utf8(decoded).ok()?;
+                // The username is ignored: the password is the token (as GitLab does).
+                return text.split_once(':').map(|(_, password)| password.to_owned().into());
+            }
+        }
+        let query = query?;
+        query.split('&').find_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            (name == "private_token" || name == "access_token").then(|| value.into())
+        })
+    }
+}
+
+impl std::fmt::Debug for Presented<'_> {
+    // The values carry tokens: only which headers are present is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let present = |value: Option<&HeaderValue>| value.is_some();
+        f.debug_struct("Presented")
+            .field("private_token", &present(self.private_token))
+            .field("authorization", &present(self.authorization))
+            .field("forwarded_for", &self.forwarded_for)
+            .field("real_ip", &self.real_ip)
+            .field("forwarded_method", &self.forwarded_method)
+            .field("forwarded_uri", &present(self.forwarded_uri))
+            .field("original_method", &self.original_method)
+            .field("original_uri", &present(self.original_uri))
+            .finish()
+    }
+}
+
+/// A header's value as text, if it is visible ASCII.
+pub fn text(value: Option<&HeaderValue>) -> Option<&str> {
+    value.and_then(|value| value.to_str().ok())
 }
 
 impl FromRequestParts<AppState> for Credentials {
@@ -74,13 +160,15 @@ impl FromRequestParts<AppState> for Credentials {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-        let session = if presented_token(&parts.headers, None).is_some() {
+        let presented = Presented::read(&parts.headers);
+        let client_ip = presented.client_address(state, peer);
+        let session = if presented.token(None).is_some() {
             SessionState::None
         } else {
             session::resolve(state, &parts.headers, parts.extensions.get::<FormCsrf>()).await?
         };
         Ok(Credentials {
-            client_ip: client_address(state, &parts.headers, peer),
+            client_ip,
             peer,
             safe_method: session::is_safe(&parts.method),
             session,
@@ -89,35 +177,11 @@ impl FromRequestParts<AppState> for Credentials {
     }
 }
 
-// Header names read on every request, made once (a name given as a string is parsed on
-// each use).
-const PRIVATE_TOKEN: HeaderName = HeaderName::from_static("private-token");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-
 /// Finds the token a request presents: `PRIVATE-TOKEN`, `Authorization: Bearer`, the
 /// password of `Authorization: Basic`, or the `private_token` / `access_token` query
 /// parameter (DESIGN §3.1).
 pub fn presented_token<'h>(headers: &'h HeaderMap, query: Option<&'h str>) -> Option<std::borrow::Cow<'h, str>> {
-    if let Some(value) = headers.get(&PRIVATE_TOKEN).and_then(|v| v.to_str().ok()) {
-        return Some(value.trim().into());
-    }
-    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        if let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
-            return Some(token.trim().into());
-        }
-        if let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) {
-            let decoded = base64_decode(encoded.trim())?;
-            let text = String::from_utf8(decoded).ok()?;
-            // The username is ignored: the password is the token (as GitLab does).
-            return text.split_once(':').map(|(_, password)| password.to_owned().into());
-        }
-    }
-    let query = query?;
-    query.split('&').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        (name == "private_token" || name == "access_token").then(|| value.into())
-    })
+    Presented::read(headers).token(query)
 }
 
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
@@ -415,4 +479,89 @@ fn attempt(shared: &Shared, credentials: &Credentials) -> Result<(), ApiError> {
 /// The presented token authenticated: its attempt does not count.
 fn authenticated(shared: &Shared, credentials: &Credentials) {
     shared.auth_limiter.refund(bucket_of(credentials.client_ip));
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderName;
+
+    use super::*;
+
+    const READ: [&str; 8] = [
+        "private-token",
+        "authorization",
+        "x-forwarded-for",
+        "x-real-ip",
+        "x-forwarded-method",
+        "x-forwarded-uri",
+        "x-original-method",
+        "x-original-uri",
+    ];
+
+    fn field<'h>(presented: &Presented<'h>, name: &str) -> Option<&'h HeaderValue> {
+        match name {
+            "private-token" => presented.private_token,
+            "authorization" => presented.authorization,
+            "x-forwarded-for" => presented.forwarded_for,
+            "x-real-ip" => presented.real_ip,
+            "x-forwarded-method" => presented.forwarded_method,
+            "x-forwarded-uri" => presented.forwarded_uri,
+            "x-original-method" => presented.original_method,
+            "x-original-uri" => presented.original_uri,
+            other => panic!("not a read header: {other}"),
+        }
+    }
+
+    #[test]
+    fn one_pass_finds_what_header_map_get_finds() {
+        // Random requests: the read names in any case, other names, repeated names, values
+        // that are not text. Each field must be what `HeaderMap::get` answers for its name.
+        let names =
+            [&READ[..], &["host", "Private-Token", "X-FORWARDED-URI", "x-forwarded", "accept", "cookie"]].concat();
+        let values: [&[u8]; 5] = [b"glpat-abc", b"GET", b"/api/v4/projects?x=1", b"10.0.0.1, 10.0.0.2", b"caf\xc3\xa9"];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            usize::try_from(state % bound as u64).unwrap()
+        };
+        let mut repeated = 0;
+        for _ in 0..2_000 {
+            let mut headers = HeaderMap::new();
+            for _ in 0..next(12) {
+                let name = HeaderName::from_bytes(names[next(names.len())].as_bytes()).unwrap();
+                let value = HeaderValue::from_bytes(values[next(values.len())]).unwrap();
+                repeated += usize::from(headers.contains_key(&name));
+                headers.append(name, value);
+            }
+            let presented = Presented::read(&headers);
+            for name in READ {
+                assert_eq!(field(&presented, name), headers.get(name), "{name} in {headers:?}");
+            }
+        }
+        assert!(repeated > 1_000, "the generator repeats names ({repeated} times)");
+    }
+
+    #[test]
+    fn a_first_value_that_is_not_text_is_not_passed_over() {
+        let mut headers = HeaderMap::new();
+        headers.append("private-token", HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        headers.append("private-token", HeaderValue::from_static("glpat-second"));
+        headers.insert("authorization", HeaderValue::from_static("Bearer glpat-bearer"));
+        let presented = Presented::read(&headers);
+        assert_eq!(text(presented.private_token), None);
+        assert_eq!(presented.token(None).as_deref(), Some("glpat-bearer"));
+    }
+
+    #[test]
+    fn the_debug_form_shows_no_secret() {
+        let mut headers = HeaderMap::new();
+        headers.insert("private-token", HeaderValue::from_static("glpat-secret"));
+        headers.insert("authorization", HeaderValue::from_static("Bearer glpat-other"));
+        headers.insert("x-forwarded-uri", HeaderValue::from_static("/api/v4/user?private_token=glpat-query"));
+        let shown = format!("{:?}", Presented::read(&headers));
+        assert!(!shown.contains("glpat"), "{shown}");
+        assert!(shown.contains("private_token: true"), "{shown}");
+    }
 }

@@ -5,13 +5,18 @@ use std::{net::IpAddr, net::SocketAddr, time::Instant};
 use axum::{
     Json,
     extract::{ConnectInfo, State, connect_info::MockConnectInfo},
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    http::{HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use patgate_core::{Basis, Boundary, Decision, DenyReason, catalog::DecodeBuffer, decision::Operation};
 use serde::{Deserialize, Serialize};
 
-use crate::{auth::presented_token, error::ApiError, extract::Body, state::AppState};
+use crate::{
+    auth::{Presented, text},
+    error::ApiError,
+    extract::Body,
+    state::AppState,
+};
 
 /// `POST /api/v1/decide`.
 #[derive(Debug, Deserialize)]
@@ -172,19 +177,11 @@ fn reason_code(decision: &Decision) -> &'static str {
     decision.reason().map_or("allowed", |reason| reason.code())
 }
 
-// Header names forward auth reads and writes on every request, made once: a name given as a
-// string is parsed and validated on each use.
-const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
-const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
-const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
-const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+// Header names forward auth writes, made once: a name given as a string is parsed and
+// validated on each use.
 const X_PATGATE_USER: HeaderName = HeaderName::from_static("x-patgate-user");
 const X_PATGATE_TOKEN_ID: HeaderName = HeaderName::from_static("x-patgate-token-id");
 const X_PATGATE_MISSING_PERMISSION: HeaderName = HeaderName::from_static("x-patgate-missing-permission");
-
-fn header<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
-    headers.get(name).and_then(|value| value.to_str().ok())
-}
 
 /// `GET /api/v1/forward-auth`: nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz.
 /// 200 allows; 401 for missing or invalid credentials; 403 for everything else (never 404
@@ -202,14 +199,13 @@ pub async fn forward_auth(State(state): State<AppState>, request: axum::extract:
         state.metrics.record("forward_auth", "untrusted_proxy", started.elapsed());
         return forbidden("untrusted_proxy", "the peer address is unknown".to_owned(), None);
     };
-    let headers = request.headers();
+    let presented = Presented::read(request.headers());
     let trusted = state.trusts_proxy(peer.ip());
-    let forwarded = |modern: &HeaderName, original: &HeaderName| {
-        if trusted { header(headers, modern).or_else(|| header(headers, original)) } else { None }
-    };
-    let (Some(method), Some(uri)) =
-        (forwarded(&X_FORWARDED_METHOD, &X_ORIGINAL_METHOD), forwarded(&X_FORWARDED_URI, &X_ORIGINAL_URI))
-    else {
+    let forwarded = |modern, original| if trusted { text(modern).or_else(|| text(original)) } else { None };
+    let (Some(method), Some(uri)) = (
+        forwarded(presented.forwarded_method, presented.original_method),
+        forwarded(presented.forwarded_uri, presented.original_uri),
+    ) else {
         let reason = if trusted { "missing_forwarded_request" } else { "untrusted_proxy" };
         let message = if trusted {
             "forward auth needs X-Forwarded-Method and X-Forwarded-Uri (or X-Original-Method and X-Original-URI)"
@@ -219,9 +215,9 @@ pub async fn forward_auth(State(state): State<AppState>, request: axum::extract:
         state.metrics.record("forward_auth", reason, started.elapsed());
         return forbidden(reason, message.to_owned(), None);
     };
-    let client_ip = crate::auth::client_address(&state, headers, Some(peer.ip()));
+    let client_ip = presented.client_address(&state, Some(peer.ip()));
     let query = uri.split_once('?').map(|(_, query)| query);
-    let Some(token) = presented_token(headers, query) else {
+    let Some(token) = presented.token(query) else {
         state.metrics.record("forward_auth", "missing_token", started.elapsed());
         return unauthorized("missing_token", "No token: send PRIVATE-TOKEN or Authorization: Bearer.".to_owned());
     };
