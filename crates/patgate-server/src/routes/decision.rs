@@ -229,8 +229,8 @@ pub async fn forward_auth(State(state): State<AppState>, request: axum::extract:
             if let Some(user) = judged.user {
                 response.headers_mut().insert(X_PATGATE_USER, user);
             }
-            if let Some(token) = judged.decision.token {
-                response.headers_mut().insert(X_PATGATE_TOKEN_ID, HeaderValue::from(token.0));
+            if let Some(id) = judged.decision.token.and_then(|token| decimal_value(token.0)) {
+                response.headers_mut().insert(X_PATGATE_TOKEN_ID, id);
             }
             response
         }
@@ -246,6 +246,24 @@ pub async fn forward_auth(State(state): State<AppState>, request: axum::extract:
             forbidden(reason.code(), message, reason.missing_permission().map(|p| resources.permission_name(p)))
         }
     }
+}
+
+/// A number as a header value, formatted on the stack and copied once (`HeaderValue::from`
+/// grows a `BytesMut` through the formatting machinery: about 570 instructions a response,
+/// against about 200). Digits are always a valid value; `None` cannot happen.
+fn decimal_value(number: u64) -> Option<HeaderValue> {
+    let mut digits = [0_u8; 20];
+    let mut start = digits.len();
+    let mut rest = number;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&digits[start..]).ok()
 }
 
 /// A refusal's JSON body, serialized as it is (no intermediate JSON value).
@@ -282,4 +300,17 @@ fn forbidden(reason: &'static str, message: String, missing: Option<String>) -> 
 /// Whether a deny reason is a credential problem (for callers that map statuses).
 pub fn is_credential_problem(reason: DenyReason) -> bool {
     reason.status() == 401
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_number_becomes_its_decimal_header_value() {
+        for number in [0, 7, 10, 42, 1_000_000, 18_446_744_073_709_551_615, 10_000_000_000_000_000_000] {
+            let value = decimal_value(number);
+            assert_eq!(value.as_ref().map(HeaderValue::as_bytes), Some(number.to_string().as_bytes()), "{number}");
+        }
+    }
 }
