@@ -249,8 +249,9 @@ pub async fn forward_auth(State(state): State<AppState>, request: axum::extract:
 }
 
 /// A number as a header value, formatted on the stack and copied once (`HeaderValue::from`
-/// grows a `BytesMut` through the formatting machinery: about 570 instructions a response,
-/// against about 200). Digits are always a valid value; `None` cannot happen.
+/// grows a `BytesMut` through the formatting machinery: about 570 instructions a response
+/// under callgrind; this saves about 250). Digits are always a valid value; `None` cannot
+/// happen.
 fn decimal_value(number: u64) -> Option<HeaderValue> {
     let mut digits = [0_u8; 20];
     let mut start = digits.len();
