@@ -86,7 +86,66 @@ pub enum Needs {
     Always,
     /// Every one of these permissions at the boundary.
     /// INVARIANT: not empty, each exists at the boundary's kind.
-    Permissions(Box<[Permission]>),
+    Permissions(PermissionList),
+}
+
+/// The permissions an endpoint needs, held in its entry up to [`PermissionList::HERE`] (no
+/// catalogued endpoint needs more; nearly all need one): the decision reads them with the
+/// entry it routed to, not behind one more pointer (a cache miss a request, once the
+/// catalog's lines have left the cache between requests). Longer lists go to the heap.
+#[derive(Clone)]
+pub struct PermissionList(Held);
+
+#[derive(Clone)]
+enum Held {
+    /// INVARIANT: `len` ≤ `HERE`; the items past `len` repeat the first and are never read.
+    Here {
+        items: [Permission; PermissionList::HERE],
+        len: u8,
+    },
+    Spilled(Box<[Permission]>),
+}
+
+impl PermissionList {
+    /// Permissions held in place.
+    pub const HERE: usize = 4;
+
+    /// The list of `permissions`, in place when they fit.
+    pub fn new(permissions: &[Permission]) -> PermissionList {
+        match (permissions.first(), u8::try_from(permissions.len())) {
+            (Some(first), Ok(len)) if permissions.len() <= Self::HERE => {
+                let mut items = [*first; Self::HERE];
+                items[..permissions.len()].copy_from_slice(permissions);
+                PermissionList(Held::Here { items, len })
+            }
+            _ => PermissionList(Held::Spilled(permissions.into())),
+        }
+    }
+}
+
+impl std::ops::Deref for PermissionList {
+    type Target = [Permission];
+
+    fn deref(&self) -> &[Permission] {
+        match &self.0 {
+            Held::Here { items, len } => &items[..usize::from(*len)],
+            Held::Spilled(items) => items,
+        }
+    }
+}
+
+impl PartialEq for PermissionList {
+    fn eq(&self, other: &PermissionList) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for PermissionList {}
+
+impl std::fmt::Debug for PermissionList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// One catalogued endpoint.
@@ -289,6 +348,26 @@ GET    /users/:user_id/keys                              ssh_key:read         us
         let resources = Resources::builtin().unwrap();
         let catalog = Catalog::parse(&resources, [("sample.txt", SAMPLE)]).unwrap();
         (resources, catalog)
+    }
+
+    #[test]
+    fn a_permission_list_reads_back_what_it_was_given_in_place_or_spilled() {
+        let resources = Resources::builtin().unwrap();
+        let all: Vec<Permission> =
+            ["issue:read", "issue:create", "issue:update", "issue:delete", "merge_request:read", "note:read"]
+                .iter()
+                .map(|name| resources.permission(name).unwrap())
+                .collect();
+        for len in 0..=all.len() {
+            let list = PermissionList::new(&all[..len]);
+            assert_eq!(&*list, &all[..len], "{len} permissions");
+            assert_eq!(matches!(list.0, Held::Here { .. }), (1..=PermissionList::HERE).contains(&len), "{len}");
+            assert_eq!(format!("{list:?}"), format!("{:?}", &all[..len]));
+            // Equal by content: the unread tail of a shorter list does not count.
+            assert_eq!(list, PermissionList::new(&all[..len]));
+        }
+        assert_ne!(PermissionList::new(&all[..1]), PermissionList::new(&all[..2]));
+        assert_ne!(PermissionList::new(&all[1..2]), PermissionList::new(&all[..1]));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use crate::resource::{BoundaryKind, Permission, Resources};
 
-use super::{BoundarySource, Entry, Method, Needs};
+use super::{BoundarySource, Entry, Method, Needs, PermissionList};
 
 /// Most path parameters one template may have.
 pub const MAX_PARAMS: usize = 8;
@@ -69,7 +69,7 @@ fn parse_line(resources: &Resources, file: &str, line: usize, text: &str) -> Res
                 permissions.push(permission);
             }
         }
-        Needs::Permissions(permissions.into_boxed_slice())
+        Needs::Permissions(PermissionList::new(&permissions))
     };
     let mut own_token = false;
     for flag in flags {
