@@ -148,12 +148,17 @@ pub enum Namespace {
 }
 
 /// A user as the decision needs them.
+///
+/// In this order (`repr(C)`): what every decision reads (the state, whether admin, the
+/// username for the answer's header) in the record's first line, the one its lookup loads;
+/// the memberships after, in the lines the warm-up prefetches by position.
 #[derive(Clone, Debug)]
+#[repr(C)]
 pub struct User {
     pub id: UserId,
-    pub username: Username,
     pub state: UserState,
     pub admin: bool,
+    pub username: Username,
     // INVARIANT: sorted, one entry per target; each entry packs the target key (id, then one
     // bit for the kind) above three bits of role, so a membership takes 8 bytes. Held in
     // the record up to `MEMBERSHIPS_HERE`: the owner's record brings them with it.
@@ -888,6 +893,12 @@ mod tests {
         assert_eq!(id_map::line_size::<User>(), 192);
         assert_eq!(id_map::line_size::<Project>(), 128);
         assert_eq!(id_map::line_size::<Group>(), 128);
+        // What every decision reads of its owner is in the line the lookup loads.
+        let first_line = |offset: usize, size: usize| offset + size <= 64;
+        assert!(first_line(std::mem::offset_of!(User, id), 8));
+        assert!(first_line(std::mem::offset_of!(User, state), 1));
+        assert!(first_line(std::mem::offset_of!(User, admin), 1));
+        assert!(first_line(std::mem::offset_of!(User, username), std::mem::size_of::<Username>()));
     }
 
     #[test]
