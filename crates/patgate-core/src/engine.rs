@@ -7,7 +7,7 @@ use crate::{
     policy::Policy,
     resource::Resources,
     time::Timestamp,
-    token::{DigestKey, TokenFormat},
+    token::{DigestKey, ParsedToken, TokenFormat, TokenParseError},
     warm,
 };
 
@@ -26,17 +26,39 @@ impl Engine {
     /// The whole in-process path for a presented token string: parse (offline), digest,
     /// look up, decide.
     pub fn decide_presented(&self, presented: &str, request: &Request<'_>, now: Timestamp) -> Decision {
-        let parsed = match self.format.parse(presented) {
+        self.decide_token(&self.present(presented), request, now)
+    }
+
+    /// The first step of [`Engine::decide_presented`], for a caller that has other work to do
+    /// before it knows the request: the token string parsed (offline), and the load of its
+    /// table entry (found by the token's hint, before its digest is computed) started, so
+    /// that it arrives while the caller routes the request. Reads nothing but the string.
+    pub fn present<'t>(&self, presented: &'t str) -> Presented<'t> {
+        let parsed = self.format.parse(presented);
+        if let Ok(parsed) = &parsed {
+            self.index.prefetch_hint(parsed.hint());
+        }
+        Presented { parsed }
+    }
+
+    /// The rest of [`Engine::decide_presented`]: digest, look up, decide.
+    pub fn decide_token(&self, presented: &Presented<'_>, request: &Request<'_>, now: Timestamp) -> Decision {
+        let parsed = match &presented.parsed {
             Ok(parsed) => parsed,
-            Err(error) => return Decision::deny(DenyReason::Malformed(error)),
+            Err(error) => return Decision::deny(DenyReason::Malformed(*error)),
         };
-        let hint = parsed.hint();
-        warm::prefetch_first(&self.index, hint, request);
-        let address = self.key.address(&parsed);
+        warm::prefetch_boundary(&self.index, request);
+        let address = self.key.address(parsed);
         warm::warm(&self.index, &address, request);
-        match find_token(&self.index, &parsed, &address) {
+        match find_token(&self.index, parsed, &address) {
             Ok(token) => decide_under(&self.resources, &self.index.directory, &self.policy, token, request, now),
             Err(reason) => Decision::deny(reason),
         }
     }
+}
+
+/// A token string as [`Engine::present`] leaves it: parsed, its table entry on its way.
+#[derive(Debug)]
+pub struct Presented<'t> {
+    parsed: Result<ParsedToken<'t>, TokenParseError>,
 }

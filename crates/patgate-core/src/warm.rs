@@ -8,10 +8,11 @@
 //! lines go out with its first. The token's grants (fine-grained tokens only) are the one
 //! further level. The two chains do not depend on each other, and the first line of each
 //! is known before the token's digest is (the token's table entry is found by its hint),
-//! so the engine starts both before it computes the digest ([`prefetch_first`]), and
-//! [`warm`] then walks both side by side, one level at a time: the loads of a level are
-//! issued together and wait together, and the last lines are prefetched while the decision
-//! starts. Nothing here changes or decides anything; a record that is not there simply
+//! so the engine starts both before it computes the digest (the token's in
+//! [`crate::Engine::present`], before the caller routes the request; the boundary's in
+//! [`prefetch_boundary`]), and [`warm`] then walks both side by side, one level at a time:
+//! the loads of a level are issued together and wait together, and the last lines are
+//! prefetched while the decision starts. Nothing here changes or decides anything; a record that is not there simply
 //! ends its chain.
 
 use std::hint::black_box;
@@ -21,7 +22,7 @@ use crate::{
     directory::{Group, GroupId, Locator, Project, ProjectId},
     grant::{Grant, Reach},
     index::Index,
-    token::{Authority, TokenAddress, TokenHint},
+    token::{Authority, TokenAddress},
 };
 
 fn boundary<'r>(request: &Request<'r>) -> BoundaryRef<'r> {
@@ -31,11 +32,11 @@ fn boundary<'r>(request: &Request<'r>) -> BoundaryRef<'r> {
     }
 }
 
-/// Starts loading the token's table entry and the first line of the request's boundary;
-/// call it once the token string parsed, before its digest is computed, so the loads
-/// overlap that work.
-pub(crate) fn prefetch_first(index: &Index, hint: TokenHint, request: &Request<'_>) {
-    index.prefetch_hint(hint);
+/// Starts loading the first line of the request's boundary; call it before the token's
+/// digest is computed, so the load overlaps that work. (The token's table entry, found by
+/// its hint, is on its way since [`crate::Engine::present`], which the caller calls before
+/// it routes the request.)
+pub(crate) fn prefetch_boundary(index: &Index, request: &Request<'_>) {
     index.directory.prefetch_boundary(boundary(request));
 }
 
@@ -56,7 +57,7 @@ pub(crate) fn warm(index: &Index, address: &TokenAddress, request: &Request<'_>)
     let directory = &index.directory;
 
     // Level 1: the token's table entry; the boundary's record (by id) or path entry, both
-    // on their way since `prefetch_first`. An unknown token stops here (its entry carries
+    // on their way since `Engine::present` and `prefetch_boundary`. An unknown token stops here (its entry carries
     // 40 bits of the digest), before the directory is read: how long its 401 takes must not
     // depend on whether the boundary exists (only the boundary's prefetch, which waits for
     // nothing, has happened).
