@@ -7,16 +7,19 @@
 #   (a) /healthz                                       static baseline
 #   (b) forward-auth, allowed requests                 200
 #   (c) forward-auth, denied (demo) or mixed (1m)      401/403, or both with 200
-# it reports requests/s, p99 and the server's CPU use (100 % = the pinned core saturated;
-# less means the client or something else bounded the run), then the ratio (b)/(a)
-# (target >= 0.80) and the server's RSS. The runs go round-robin, ROUNDS times (default 3),
+# it reports requests/s, p99, the server's CPU use (100 % = the pinned core saturated;
+# less means the client or something else bounded the run) and the steal time of the
+# server's core (the share of the run during which the hypervisor ran something else on
+# it: on this VM 0–25 %, the main source of its noise), then the ratio (b)/(a)
+# (target >= 0.80) and the server's RSS. The runs go round-robin, ROUNDS times (default 7),
 # and a closing healthz run follows the last round (in the 1m world, then two diagnoses: a
 # healthz run with (b)'s request headers, to tell the request's size from the judging, and
 # forward auth with one allowed request repeated, to tell the index's cache misses from the
-# rest). This 2-core VM is noisy (±20–30 % between runs minutes apart), so each round's
+# rest). This 2-core VM is noisy (±20–30 % between runs seconds apart), so each round's
 # ratio divides its forward-auth rate by the mean of the healthz runs just before and just
-# after it, and the verdict is the median of those bracketed ratios; the medians of the
-# rates are reported too.
+# after it, and the verdict is the median of those bracketed ratios (seven short rounds
+# rather than three long ones: a median of seven is moved less by one disturbed run); the
+# medians of the rates are reported too.
 #
 # Two worlds (WORLD=…):
 # - demo (default): `patgate serve --demo` (4 tokens); (b) and (c) repeat one request
@@ -30,16 +33,16 @@
 #   shrinks the world (quick check).
 #
 # Usage: bench/forward_auth.sh
-#   WORLD=demo|1m  DURATION=10s  CONNECTIONS=32  ROUNDS=3  SERVER_CPU=0  CLIENT_CPU=1
+#   WORLD=demo|1m  DURATION=5s  CONNECTIONS=32  ROUNDS=7  SERVER_CPU=0  CLIENT_CPU=1
 #   PATGATE_BIN=…  (demo) or HTTP_SERVER_BIN=…  (1m): skip the build
 #   BUILD_TIMEOUT=1800  START_TIMEOUT=600  (seconds)
 #   THP_ATTEMPTS=12  (1m: restarts until glibc puts the index on huge pages; see below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORLD="${WORLD:-demo}"
-DURATION="${DURATION:-10s}"
+DURATION="${DURATION:-5s}"
 CONNECTIONS="${CONNECTIONS:-32}"
-ROUNDS="${ROUNDS:-3}"
+ROUNDS="${ROUNDS:-7}"
 SERVER_CPU="${SERVER_CPU:-0}"
 CLIENT_CPU="${CLIENT_CPU:-1}"
 BUILD_TIMEOUT="${BUILD_TIMEOUT:-1800}"
@@ -177,24 +180,28 @@ to_ms() {
 
 # The server's CPU time so far, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$server_pid/stat"; }
+# The steal time of the server's core so far, in clock ticks (/proc/stat's eighth column).
+steal_ticks() { awk -v cpu="cpu$SERVER_CPU" '$1 == cpu { print $9 }' /proc/stat; }
 ticks_per_second="$(getconf CLK_TCK)"
 
-# run LABEL EXPECT PATH [wrk args…]: prints "rps p99_ms server_cpu_percent".
+# run LABEL EXPECT PATH [wrk args…]: prints "rps p99_ms server_cpu_percent steal_percent".
 # EXPECT: 2xx (every response), non2xx (none 2xx), or a share of non-2xx responses (0.7413,
 # within ±0.02: the mixed file is replayed in order, so the share is the file's).
 # REQUESTS (environment) is the request file for bench/forward_auth.lua.
 run() {
   local label="$1" expect="$2" path="$3"
   shift 3
-  local out before after started ended
+  local out before after stolen_before stolen_after started ended
   before="$(cpu_ticks)"
+  stolen_before="$(steal_ticks)"
   started="$(date +%s.%N)"
   out="$(PATGATE_REQUESTS="${REQUESTS:-}" timeout "$wrk_timeout" taskset -c "$CLIENT_CPU" \
     wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "http://$addr$path")" ||
     { echo "$label: wrk failed" >&2; echo "$out" >&2; exit 1; }
   ended="$(date +%s.%N)"
   after="$(cpu_ticks)"
-  local rps p99 total non2xx cpu
+  stolen_after="$(steal_ticks)"
+  local rps p99 total non2xx cpu steal
   rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
   p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
   total="$(awk '/requests in/ {print $1}' <<<"$out")"
@@ -216,7 +223,9 @@ run() {
     echo "$out" >&2
     exit 1
   fi
-  echo "$rps $p99 $cpu"
+  steal="$(awk -v t=$((stolen_after - stolen_before)) -v hz="$ticks_per_second" -v s="$started" -v e="$ended" \
+    'BEGIN { printf "%.0f", 100 * t / hz / (e - s) }')"
+  echo "$rps $p99 $cpu $steal"
 }
 
 median() { tr ' ' '\n' <<<"$*" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -249,7 +258,8 @@ fi
 declare -A rps p99 cpu
 a_runs=() b_runs=() c_runs=()
 disturbed=()
-printf '%-6s %-44s %12s %10s %8s\n' "round" "path" "requests/s" "p99 (ms)" "srv CPU"
+stolen=()
+printf '%-6s %-44s %12s %10s %8s %6s\n' "round" "path" "requests/s" "p99 (ms)" "srv CPU" "steal"
 for round in $(seq 1 "$ROUNDS"); do
   for label in a b c; do
     case "$WORLD:$label" in
@@ -263,27 +273,28 @@ for round in $(seq 1 "$ROUNDS"); do
       1m:c) result="$(REQUESTS="$mixed_file" run mixed "$mixed_denied_share" /api/v1/forward-auth -s bench/forward_auth.lua)"
          name="${names[2]}" ;;
     esac
-    read -r r p c <<<"$result"
+    read -r r p c st <<<"$result"
     rps[$label]="${rps[$label]:-} $r"; p99[$label]="${p99[$label]:-} $p"; cpu[$label]="${cpu[$label]:-} $c"
-    printf '%-6s %-44s %12.0f %10.3f %7s%%\n' "$round" "$name" "$r" "$p" "$c"
+    printf '%-6s %-44s %12.0f %10.3f %7s%% %5s%%\n' "$round" "$name" "$r" "$p" "$c" "$st"
     ((c >= 90)) || disturbed+=("round $round $label: server CPU $c %")
+    ((st < 5)) || stolen+=("round $round $label: $st %")
     case "$label" in a) a_runs+=("$r") ;; b) b_runs+=("$r") ;; c) c_runs+=("$r") ;; esac
   done
 done
 # A closing baseline, so that every round's forward-auth runs sit between two healthz runs.
-read -r r p c <<<"$(run healthz 2xx /healthz)"
-printf '%-6s %-44s %12.0f %10.3f %7s%%\n' "end" "(a) GET /healthz (closing baseline)" "$r" "$p" "$c"
+read -r r p c st <<<"$(run healthz 2xx /healthz)"
+printf '%-6s %-44s %12.0f %10.3f %7s%% %5s%%\n' "end" "(a) GET /healthz (closing baseline)" "$r" "$p" "$c" "$st"
 a_runs+=("$r")
 # Diagnosis, not part of the verdict: healthz sent forward auth's own requests (the same
 # token and X-Forwarded-* headers, 1m world), so the request's size is taken out of the gap.
 if [[ "$WORLD" == 1m ]]; then
-  read -r same_headers_rps p c <<<"$(REQUESTS="$allowed_file" run healthz-headers 2xx /healthz -s bench/forward_auth.lua)"
-  printf '%-6s %-44s %12.0f %10.3f %7s%%\n' "end" "(a') GET /healthz with (b)'s request headers" "$same_headers_rps" "$p" "$c"
+  read -r same_headers_rps p c st <<<"$(REQUESTS="$allowed_file" run healthz-headers 2xx /healthz -s bench/forward_auth.lua)"
+  printf '%-6s %-44s %12.0f %10.3f %7s%% %5s%%\n' "end" "(a') GET /healthz with (b)'s request headers" "$same_headers_rps" "$p" "$c" "$st"
   # And forward auth with one allowed request repeated: everything it reads stays in cache,
   # so this is the ratio without the 1M world's cache misses.
   head -n 1 "$allowed_file" >"$work/one.tsv"
-  read -r hot_rps p c <<<"$(REQUESTS="$work/one.tsv" run allowed-hot 2xx /api/v1/forward-auth -s bench/forward_auth.lua)"
-  printf '%-6s %-44s %12.0f %10.3f %7s%%\n' "end" "(b') forward-auth, one request repeated" "$hot_rps" "$p" "$c"
+  read -r hot_rps p c st <<<"$(REQUESTS="$work/one.tsv" run allowed-hot 2xx /api/v1/forward-auth -s bench/forward_auth.lua)"
+  printf '%-6s %-44s %12.0f %10.3f %7s%% %5s%%\n' "end" "(b') forward-auth, one request repeated" "$hot_rps" "$p" "$c" "$st"
 fi
 # Round i's ratio: its forward-auth rate over the mean of the healthz runs before and after
 # it, which cancels a drift of the machine's speed within the round (this VM's neighbours
@@ -329,4 +340,8 @@ echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg); transparent huge pa
 if ((${#disturbed[@]})); then
   echo "warning: runs where the server had under 90 % of its core (something else ran on CPU $SERVER_CPU," \
     "or the client bounded it): ${disturbed[*]}; rerun for a clean figure"
+fi
+if ((${#stolen[@]})); then
+  echo "warning: rounds' runs with 5 % or more steal time on CPU $SERVER_CPU (the hypervisor ran something" \
+    "else there): ${stolen[*]}"
 fi
