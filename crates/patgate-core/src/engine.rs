@@ -33,16 +33,16 @@ impl Engine {
     /// before it knows the request: the token string parsed (offline), and the load of its
     /// table entry (found by the token's hint, before its digest is computed) started, so
     /// that it arrives while the caller routes the request. Reads nothing but the string.
-    pub fn present<'t>(&self, presented: &'t str) -> Presented<'t> {
+    pub fn present<'t>(&self, presented: &'t str) -> PresentedToken<'t> {
         let parsed = self.format.parse(presented);
         if let Ok(parsed) = &parsed {
             self.index.prefetch_hint(parsed.hint());
         }
-        Presented { parsed }
+        PresentedToken { parsed }
     }
 
     /// The rest of [`Engine::decide_presented`]: digest, look up, decide.
-    pub fn decide_token(&self, presented: &Presented<'_>, request: &Request<'_>, now: Timestamp) -> Decision {
+    pub fn decide_token(&self, presented: &PresentedToken<'_>, request: &Request<'_>, now: Timestamp) -> Decision {
         let parsed = match &presented.parsed {
             Ok(parsed) => parsed,
             Err(error) => return Decision::deny(DenyReason::Malformed(*error)),
@@ -59,6 +59,6 @@ impl Engine {
 
 /// A token string as [`Engine::present`] leaves it: parsed, its table entry on its way.
 #[derive(Debug)]
-pub struct Presented<'t> {
+pub struct PresentedToken<'t> {
     parsed: Result<ParsedToken<'t>, TokenParseError>,
 }
