@@ -72,18 +72,26 @@ start() {
   echo "$name: $bin, $(sed -n 's/^listening on //p' "$dir/server.out"), ${huge:-0} MiB on huge pages" >&2
 }
 
-# rate NAME MODE: requests/s of one wrk run.
+# The steal time of core 0 so far, in clock ticks (/proc/stat's eighth column).
+steal_ticks() { awk '$1 == "cpu0" { print $9 }' /proc/stat; }
+ticks_per_second="$(getconf CLK_TCK)"
+
+# rate NAME MODE: "requests/s steal_percent" of one wrk run (the steal time of the servers'
+# core: the share of the run the hypervisor ran something else there).
 rate() {
-  local dir="$work/$1" addr args out
+  local dir="$work/$1" addr args out stolen started
   addr="$(sed -n 's/^listening on //p' "$dir/server.out")"
   case "$2" in
     healthz) args=("http://$addr/healthz") ;;
     headers) args=(-s bench/forward_auth.lua "http://$addr/healthz" -- "$dir/requests/allowed.tsv") ;;
     *) args=(-s bench/forward_auth.lua "http://$addr/api/v1/forward-auth" -- "$dir/requests/$2.tsv") ;;
   esac
+  stolen="$(steal_ticks)"
+  started="$(date +%s.%N)"
   out="$(timeout 120 taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "${args[@]}")" ||
     { echo "wrk failed: $out" >&2; exit 1; }
-  awk '/^Requests\/sec:/ { print $2 }' <<<"$out"
+  awk -v t=$(($(steal_ticks) - stolen)) -v hz="$ticks_per_second" -v s="$started" -v e="$(date +%s.%N)" \
+    '/^Requests\/sec:/ { printf "%s %.0f\n", $2, 100 * t / hz / (e - s) }' <<<"$out"
 }
 
 start A "$1"
@@ -92,29 +100,34 @@ for name in A B; do rate "$name" healthz >/dev/null; rate "$name" allowed >/dev/
 echo "commit: $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown); $CYCLES cycles of $DURATION runs," \
   "$CONNECTIONS connections; modes: $MODES"
 results="$work/results"
-printf '%-6s %-7s %-8s %12s %8s\n' cycle server mode "requests/s" "/healthz"
+printf '%-6s %-7s %-8s %12s %8s %6s\n' cycle server mode "requests/s" "/healthz" steal
 for cycle in $(seq 1 "$CYCLES"); do
   for name in A B; do
-    healthz="$(rate "$name" healthz)"
+    read -r healthz steal <<<"$(rate "$name" healthz)"
     echo "$cycle $name healthz $healthz 1" >>"$results"
-    printf '%-6s %-7s %-8s %12.0f\n' "$cycle" "$name" healthz "$healthz"
+    printf '%-6s %-7s %-8s %12.0f %8s %5s%%\n' "$cycle" "$name" healthz "$healthz" "" "$steal"
     for mode in $MODES; do
-      r="$(rate "$name" "$mode")"
+      read -r r steal <<<"$(rate "$name" "$mode")"
       ratio="$(awk -v r="$r" -v h="$healthz" 'BEGIN { printf "%.3f", r / h }')"
       echo "$cycle $name $mode $r $ratio" >>"$results"
-      printf '%-6s %-7s %-8s %12.0f %8s\n' "$cycle" "$name" "$mode" "$r" "$ratio"
+      printf '%-6s %-7s %-8s %12.0f %8s %5s%%\n' "$cycle" "$name" "$mode" "$r" "$ratio" "$steal"
     done
   done
 done
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# The paired B/A values' spread: geometric mean and the middle half (quartiles). On this VM
+# single cycles range over a factor of two; a median without its spread says too little.
+spread() { sort -g | awk '{ v[NR] = $1; l += log($1) } END {
+  printf "geometric mean %.3f, middle half %.3f-%.3f", exp(l / NR), v[int((NR + 3) / 4)], v[int((3 * NR + 3) / 4)] }'; }
 echo
 echo "summary (medians over $CYCLES cycles):"
 for mode in $MODES; do
   a="$(awk -v m="$mode" '$2 == "A" && $3 == m { print $5 }' "$results" | median)"
   b="$(awk -v m="$mode" '$2 == "B" && $3 == m { print $5 }' "$results" | median)"
-  paired="$(awk -v m="$mode" '$3 == m { r[$1, $2] = $4 } END { for (c = 1; (c, "A") in r; c++) print r[c, "B"] / r[c, "A"] }' "$results" | median)"
-  printf '%-8s /healthz: A %.3f  B %.3f   B/A requests/s %.3f\n' "$mode" "$a" "$b" "$paired"
+  pairs="$(awk -v m="$mode" '$3 == m { r[$1, $2] = $4 } END { for (c = 1; (c, "A") in r; c++) print r[c, "B"] / r[c, "A"] }' "$results")"
+  printf '%-8s /healthz: A %.3f  B %.3f   B/A requests/s %.3f (%s)\n' "$mode" "$a" "$b" "$(median <<<"$pairs")" \
+    "$(spread <<<"$pairs")"
 done
 paired="$(awk '$3 == "healthz" { r[$1, $2] = $4 } END { for (c = 1; (c, "A") in r; c++) print r[c, "B"] / r[c, "A"] }' "$results" | median)"
 printf '%-8s B/A requests/s %.3f (the two servers alike: near 1 unless B changed the shared path)\n' healthz "$paired"
