@@ -3,7 +3,8 @@
 //! verification, whose final comparison is in constant time.
 //!
 //! Hashing costs about 19 MiB and tens of milliseconds of one core: it runs on the blocking
-//! pool, at most [`Shared::password_slots`] at once, never on the request threads.
+//! pool, at most [`Shared::password_slots`] at once, never on the request threads, in working
+//! memory given back to the system after each hash (`working_memory`).
 
 use std::sync::OnceLock;
 
