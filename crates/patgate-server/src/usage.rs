@@ -1,7 +1,7 @@
 //! Token use, recorded off the decision path. An allowed decision appends one small event to
 //! its thread's stripe (a lock no other decision thread takes, and a sequential write: no
 //! hash lookup); a stripe is folded into the per-token aggregate in place when it holds
-//! [`FOLD_AT`] events and the aggregate's lock is free (a decision never waits for it), and
+//! `FOLD_AT` events and the aggregate's lock is free (a decision never waits for it), and
 //! by a background task every 100 ms ([`Usage::compact`]); the flush
 //! writes the aggregate to the store in one transaction every few seconds and at shutdown
 //! ([`Usage::take`]).
