@@ -12,8 +12,8 @@
 //! [`crate::Engine::present`], before the caller routes the request; the boundary's in
 //! [`prefetch_boundary`]), and [`warm`] then walks both side by side, one level at a time:
 //! the loads of a level are issued together and wait together, and the last lines are
-//! prefetched while the decision starts. Nothing here changes or decides anything; a record that is not there simply
-//! ends its chain.
+//! prefetched while the decision starts. Nothing here changes or decides anything; a record
+//! that is not there simply ends its chain.
 
 use std::hint::black_box;
 
@@ -57,10 +57,10 @@ pub(crate) fn warm(index: &Index, address: &TokenAddress, request: &Request<'_>)
     let directory = &index.directory;
 
     // Level 1: the token's table entry; the boundary's record (by id) or path entry, both
-    // on their way since `Engine::present` and `prefetch_boundary`. An unknown token stops here (its entry carries
-    // 40 bits of the digest), before the directory is read: how long its 401 takes must not
-    // depend on whether the boundary exists (only the boundary's prefetch, which waits for
-    // nothing, has happened).
+    // on their way since `Engine::present` and `prefetch_boundary`. An unknown token stops
+    // here (its entry carries 40 bits of the digest), before the directory is read: how long
+    // its 401 takes must not depend on whether the boundary exists (only the boundary's
+    // prefetch, which waits for nothing, has happened).
     let Some((slot, owner_id)) = index.first_slot(address) else { return };
     let reached = match boundary(request) {
         BoundaryRef::Project(Locator::Id(id)) => {
