@@ -595,6 +595,21 @@ impl Directory {
         if user.memberships.is_empty() {
             return None;
         }
+        if user.memberships.len() <= MEMBERSHIPS_HERE {
+            // The memberships the record holds (nearly every user's), in one pass: a compare
+            // per chain level each, where a binary search per level branches unpredictably.
+            let project = project.map(|project| MembershipTarget::Project(project.id).key());
+            let groups = chain.groups();
+            return user
+                .memberships
+                .iter()
+                .filter(|entry| {
+                    let key = *entry >> ROLE_BITS;
+                    Some(key) == project || (key & 1 == 0 && groups.contains(&GroupId(key >> 1)))
+                })
+                .filter_map(|entry| unpack_role(*entry))
+                .max();
+        }
         let direct = project.and_then(|project| user.direct_role(MembershipTarget::Project(project.id)));
         chain.groups().iter().filter_map(|group| user.direct_role(MembershipTarget::Group(*group))).max().max(direct)
     }
@@ -949,5 +964,64 @@ mod tests {
         let moved = directory.project(ProjectId(5)).unwrap();
         assert_eq!(directory.project_ancestry(moved).groups(), &[GroupId(1)]);
         assert_eq!(&*moved.full_path, "g1/api");
+    }
+
+    #[test]
+    fn role_in_scans_held_memberships_as_the_searches_would() {
+        // The one-pass scan (up to the memberships held in the record) and the binary
+        // searches (past them) against the definition: the highest direct role on the
+        // project or on any group of the chain, for membership sets crossing the bound.
+        let mut directory = Directory::new();
+        directory.upsert_user(UserId(1), "alice", UserState::Active, false).unwrap();
+        let mut path = String::new();
+        for depth in 1..=6_u64 {
+            path = if depth == 1 { "g1".to_owned() } else { format!("{path}/g{depth}") };
+            directory.insert_group(GroupId(depth), &path, Visibility::Private).unwrap();
+        }
+        for other in 0..30 {
+            directory.insert_group(GroupId(100 + other), &format!("o{other}"), Visibility::Private).unwrap();
+            directory.insert_project(ProjectId(200 + other), &format!("o{other}/p"), Visibility::Private).unwrap();
+        }
+        directory.insert_project(ProjectId(7), &format!("{path}/api"), Visibility::Private).unwrap();
+        let targets: Vec<MembershipTarget> = (1..=6)
+            .map(|id| MembershipTarget::Group(GroupId(id)))
+            .chain((100..130).map(|id| MembershipTarget::Group(GroupId(id))))
+            .chain((200..230).map(|id| MembershipTarget::Project(ProjectId(id))))
+            .chain([MembershipTarget::Project(ProjectId(7))])
+            .collect();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        let mut crossed = [false; 2];
+        for _ in 0..400 {
+            for target in &targets {
+                directory.remove_membership(UserId(1), *target).unwrap();
+            }
+            let count = next(26);
+            for _ in 0..count {
+                let target = targets[next(targets.len())];
+                directory.set_membership(UserId(1), target, Role::ALL[next(Role::ALL.len())]).unwrap();
+            }
+            let user = directory.user(UserId(1)).unwrap();
+            crossed[usize::from(user.membership_count() > MEMBERSHIPS_HERE)] = true;
+            let project = directory.project(ProjectId(7)).unwrap();
+            for (project, chain) in [
+                (Some(project), directory.project_ancestry(project)),
+                (None, directory.ancestry(GroupId(1 + next(6) as u64))),
+            ] {
+                let expected = project
+                    .map(|p| MembershipTarget::Project(p.id))
+                    .into_iter()
+                    .chain(chain.groups().iter().map(|g| MembershipTarget::Group(*g)))
+                    .filter_map(|target| user.direct_role(target))
+                    .max();
+                assert_eq!(Directory::role_in(user, project, &chain), expected, "{:?}", user.memberships);
+            }
+        }
+        assert_eq!(crossed, [true, true], "both sides of the bound");
     }
 }
