@@ -221,7 +221,10 @@ impl Catalog {
 
     /// Matches a method and a path as the client sent it (`/api/v4/…`, query included).
     pub fn find<'p>(&self, method: &str, path: &'p str) -> Option<Match<'_, 'p>> {
-        let method = Method::from_request(method)?;
+        self.find_method(Method::from_request(method)?, path)
+    }
+
+    fn find_method<'p>(&self, method: Method, path: &'p str) -> Option<Match<'_, 'p>> {
         let path = path.split_once('?').map_or(path, |(path, _)| path);
         let rest = path.strip_prefix(API_PREFIX)?;
         self.router.find(&self.entries, method, rest)
@@ -240,7 +243,8 @@ impl Catalog {
         path: &'p str,
         buffer: &'b mut DecodeBuffer,
     ) -> (Request<'b>, Option<&'c Entry>) {
-        let read_only = Method::from_request(method).is_some_and(Method::is_read_only);
+        let method = Method::from_request(method);
+        let read_only = method.is_some_and(Method::is_read_only);
         let mut request = Request {
             operation: Operation::NotCovered,
             read_only,
@@ -248,7 +252,7 @@ impl Catalog {
             on_own_token: false,
             client_ip: None,
         };
-        let Some(found) = self.find(method, path) else { return (request, None) };
+        let Some(found) = method.and_then(|method| self.find_method(method, path)) else { return (request, None) };
         let entry = found.entry;
         request.on_own_token = entry.own_token;
         request.operation = match &entry.needs {
