@@ -211,8 +211,10 @@ pub async fn forward_auth(State(state): State<AppState>, request: axum::extract:
         return refuse_request(&state, started, unusable);
     };
     let client_ip = presented.client_address(&state, Some(peer.ip()));
-    let query = uri.split_once('?').map(|(_, query)| query);
-    let Some(token) = presented.token(query) else {
+    // The query is searched for a token only when no header carries one: the usual request
+    // does not pay for a scan of its URI.
+    let token = presented.token(None).or_else(|| presented.token(uri.split_once('?').map(|(_, query)| query)));
+    let Some(token) = token else {
         return refuse_request(&state, started, Unusable::MissingToken);
     };
     let judged = judge(&state, &token, method, uri, client_ip);
