@@ -19,21 +19,28 @@
 # rounds under callgrind (about 7,000 instructions, against a few hundred natively).
 # Then each forward-auth mode minus `headers`: what judging a request adds to serving one.
 #
-# Caution: work done per unit of time (the usage fold every 100 ms, timers) is divided by
-# however many requests a run completed, so compare modes of one run, or a mode's figure
-# across builds run with the same DURATION; the counts of one build move by about 1 %.
+# Only what runs inside a connection's task is counted (`--toggle-collect` on hyper-util's
+# connection future, COLLECT below): reading, routing, judging and answering a request, the
+# usage note and the fold it sometimes triggers, but not the runtime's scheduler and I/O
+# driver (the same for every mode) nor the work the server does per unit of time (the
+# usage flush to the store, timers), which would otherwise be divided by however many
+# requests a run happened to complete. COLLECT=all counts everything.
 #
 # Usage: bench/forward_auth_callgrind.sh
 #   MODES="healthz headers allowed one"  DURATION=8s  CONNECTIONS=4
 #   PATGATE_BENCH_SCALE=1 (0.05 loads in seconds instead of minutes; fewer data misses)
 #   HTTP_SERVER_BIN=…  (skip the build)  START_TIMEOUT=1800  BUILD_TIMEOUT=1800
 #   KEEP=DIR  (keep the callgrind files there, for callgrind_annotate)
+#   COLLECT='*UpgradeableConnection*'  (a function pattern for --toggle-collect, or all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODES="${MODES:-healthz headers allowed one}"
 DURATION="${DURATION:-8s}"
 CONNECTIONS="${CONNECTIONS:-4}"
 SCALE="${PATGATE_BENCH_SCALE:-1}"
+COLLECT="${COLLECT:-*UpgradeableConnection*}"
+collect=()
+[[ "$COLLECT" == all ]] || collect=("--toggle-collect=$COLLECT")
 START_TIMEOUT="${START_TIMEOUT:-1800}"
 BUILD_TIMEOUT="${BUILD_TIMEOUT:-1800}"
 for mode in $MODES; do
@@ -75,7 +82,7 @@ echo "== loading the world under valgrind (scale $SCALE; minutes at scale 1)" >&
 mkdir -p "$work/requests"
 # TMPDIR: the bench's SQLite store, and callgrind_control's view of the running tool, under $work.
 PATGATE_BENCH_SCALE="$SCALE" PATGATE_BENCH_LISTEN=127.0.0.1:0 PATGATE_BENCH_REQUESTS="$work/requests" \
-  TMPDIR="$work" taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --cache-sim=yes \
+  TMPDIR="$work" taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --cache-sim=yes "${collect[@]}" \
   --I1=32768,8,64 --D1=32768,8,64 --LL=1048576,16,64 --callgrind-out-file="$work/callgrind.out.%p" \
   "$HTTP_SERVER_BIN" >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
@@ -104,7 +111,7 @@ sha_share() {
 }
 
 declare -A per_request without_sha
-echo "patgate forward auth under callgrind: $HTTP_SERVER_BIN, scale $SCALE, wrk 1 thread, $CONNECTIONS connections, $DURATION per mode"
+echo "patgate forward auth under callgrind: $HTTP_SERVER_BIN, scale $SCALE, wrk 1 thread, $CONNECTIONS connections, $DURATION per mode, counting in $COLLECT"
 echo "commit: $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$([[ -n "$(git status --porcelain 2>/dev/null)" ]] && echo ' (with uncommitted changes)')"
 sed -n 's/^\(world\|rss\): /  \1: /p' "$work/server.out"
 printf '%-9s %8s | %9s %7s %7s %7s %6s %6s | %9s %7s\n' mode requests Ir I1mr D1mr D1mw DLmr DLmw "Ir-SHA" "I1mr-SHA"
@@ -128,6 +135,10 @@ for mode in $MODES; do
   # events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
   read -r ir i1 d1r d1w dlr dlw < <(awk '/^events:/ { for (i = 2; i <= NF; i++) col[$i] = i - 1 }
     /^totals:/ { print $(col["Ir"] + 1), $(col["I1mr"] + 1), $(col["D1mr"] + 1), $(col["D1mw"] + 1), $(col["DLmr"] + 1), $(col["DLmw"] + 1) }' "$dump")
+  if [[ -z "$ir" || "$ir" -lt "$total" ]]; then
+    echo "$mode: almost nothing counted (COLLECT=$COLLECT matches no function that serves a request?)" >&2
+    exit 1
+  fi
   read -r s_ir s_i1 _ < <(sha_share "$dump")
   per_request[$mode]="$(awk -v n="$total" -v a="$ir" -v b="$i1" -v c="$d1r" -v d="$d1w" -v e="$dlr" -v f="$dlw" \
     'BEGIN { printf "%.0f %.0f %.1f %.1f %.1f %.1f", a / n, b / n, c / n, d / n, e / n, f / n }')"
