@@ -1,8 +1,9 @@
 //! What listing tokens costs as the instance grows: one user's tokens table
 //! (`Store::tokens(Some(owner))`), the minute job's query for expiry notices
 //! (`Store::expiry_notices_due`, 100 at most) and one page of the credentials inventory
-//! (`Store::token_page`, 100 rows by expiry; and 100 rows of a name search, sorted by name,
-//! which the tokens table did in memory before schema 5), with few and with many other tokens in the
+//! (`Store::token_page`, 100 rows by expiry; 100 rows of a name search, sorted by name,
+//! which the tokens table did in memory before schema 5; and 100 active tokens under a
+//! lifetime policy, which it did in memory before 2026-12-03), with few and with many other tokens in the
 //! database, against one token by id (`Store::token`) in the same run; and, for
 //! comparison, reading every row (`Store::tokens(None)`, which the inventory did before it
 //! paged in the database).
@@ -25,7 +26,7 @@ use patgate_core::{
     ActionSet, Authority, DigestKey, Grant, PermissionSet, Reach, Resources, ScopeSet, Timestamp, TokenFormat, TokenId,
     UserId, scope::LegacyScope,
 };
-use patgate_store::{Actor, Audit, NewToken, SqlStore, Store, TokenPageQuery, TokenSort};
+use patgate_store::{Actor, Audit, LifetimeRules, NewToken, SqlStore, StateFilter, Store, TokenPageQuery, TokenSort};
 use sqlx::Connection;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -93,6 +94,7 @@ struct Figures {
     notices: Duration,
     inventory_page: Duration,
     search_page: Duration,
+    active_page: Duration,
     every_row: Duration,
 }
 
@@ -129,8 +131,13 @@ async fn measure(
         ..TokenPageQuery::first(100)
     };
     let search_page = time(|| store.token_page(&search)).await;
+    // The tokens table's "active" state: live, an active owner, within a policy.
+    let rules = LifetimeRules { max_lifetime_days: 365, expiry_required: true, legacy_disabled: false };
+    let states = StateFilter { at: T0, revoked: false, expired: false, blocked: false, active: true, rules };
+    let active = TokenPageQuery { states: Some(states), sort: TokenSort::ExpiresAt, ..TokenPageQuery::first(100) };
+    let active_page = time(|| store.token_page(&active)).await;
     let every_row = time(|| store.tokens(None)).await;
-    Ok(Figures { tokens: total, by_id, own_list, notices, inventory_page, search_page, every_row })
+    Ok(Figures { tokens: total, by_id, own_list, notices, inventory_page, search_page, active_page, every_row })
 }
 
 async fn run(url: &str, many: usize) -> BenchResult<()> {
@@ -149,20 +156,21 @@ async fn run(url: &str, many: usize) -> BenchResult<()> {
     let lots = measure(&store, &resources, owner, own, &mut others, &mut made, many).await?;
     println!("{url}: {many} tokens written in {:.1} s", started.elapsed().as_secs_f64());
     println!(
-        "{:>8} {:>14} {:>22} {:>26} {:>26} {:>26} {:>24}",
+        "{:>8} {:>14} {:>22} {:>26} {:>26} {:>26} {:>26} {:>24}",
         "tokens",
         "token by id",
         "one user's 3 tokens",
         "expiry notices (<= 100)",
         "inventory page (100)",
         "name search page (100)",
+        "active page (100)",
         "every row, in memory"
     );
     for figures in [&few, &lots] {
         let ratio = |d: Duration| d.as_secs_f64() / figures.by_id.as_secs_f64();
         let micros = |d: Duration| d.as_secs_f64() * 1e6;
         println!(
-            "{:>8} {:>11.0} µs {:>11.0} µs ({:>4.1}x) {:>14.0} µs ({:>5.1}x) {:>14.0} µs ({:>5.1}x) {:>14.0} µs ({:>5.1}x) {:>12.0} µs ({:>6.1}x)",
+            "{:>8} {:>11.0} µs {:>11.0} µs ({:>4.1}x) {:>14.0} µs ({:>5.1}x) {:>14.0} µs ({:>5.1}x) {:>14.0} µs ({:>5.1}x) {:>14.0} µs ({:>5.1}x) {:>12.0} µs ({:>6.1}x)",
             figures.tokens,
             micros(figures.by_id),
             micros(figures.own_list),
@@ -173,6 +181,8 @@ async fn run(url: &str, many: usize) -> BenchResult<()> {
             ratio(figures.inventory_page),
             micros(figures.search_page),
             ratio(figures.search_page),
+            micros(figures.active_page),
+            ratio(figures.active_page),
             micros(figures.every_row),
             ratio(figures.every_row),
         );

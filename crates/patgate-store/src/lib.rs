@@ -174,14 +174,32 @@ pub enum TokenSort {
     LastUsedAt,
 }
 
-/// Which ended tokens [`TokenPageQuery::ended`] keeps, as of `at`: those revoked by then
-/// (`revoked_at <= at`; a rotated token's grace period is not over before), those expired by
-/// then (`expires_at <= at`) and not revoked, or both.
+/// Which tokens [`TokenPageQuery::states`] keeps, by their state at `at` (a token is kept
+/// when its state is one of those set): revoked by then (`revoked_at <= at`; a rotated
+/// token's grace period is not over before), expired by then (`expires_at <= at`) and not
+/// revoked, or live (neither) and then blocked (its owner is not active, or `rules` block
+/// it) or active. These are the tokens table's states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ended {
+pub struct StateFilter {
     pub at: Timestamp,
     pub revoked: bool,
     pub expired: bool,
+    pub blocked: bool,
+    pub active: bool,
+    pub rules: LifetimeRules,
+}
+
+/// What of the instance's policy blocks a live token of an active owner, for the database:
+/// patgate-core's `Policy::token_excess` and `Policy::legacy_disabled` at the filter's
+/// instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LifetimeRules {
+    /// Longest lifetime in days, counted from the start (UTC) of the creation day; 0 for none.
+    pub max_lifetime_days: u32,
+    /// Whether a token without an expiry is blocked.
+    pub expiry_required: bool,
+    /// Whether legacy tokens are blocked (the legacy cut-off has passed).
+    pub legacy_disabled: bool,
 }
 
 /// What [`Store::token_page`] selects: filters on stored columns, a sort and a page. A
@@ -197,9 +215,8 @@ pub struct TokenPageQuery {
     pub used_after: Option<Timestamp>,
     /// Tokens whose name contains this text, both lowercased as `str::to_lowercase` does.
     pub name_contains: Option<String>,
-    /// Tokens that had ended at an instant: revoked by then, or expired by then without
-    /// being revoked.
-    pub ended: Option<Ended>,
+    /// Tokens in some of the states at an instant.
+    pub states: Option<StateFilter>,
     pub sort: TokenSort,
     pub descending: bool,
     pub limit: u32,
@@ -217,7 +234,7 @@ impl TokenPageQuery {
             used_before: None,
             used_after: None,
             name_contains: None,
-            ended: None,
+            states: None,
             sort: TokenSort::Id,
             descending: false,
             limit,

@@ -17,8 +17,8 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::{
     Audit, AuditEvent, AuditFilter, Change, CsrfToken, Delivery, DeliveryAttempt, DeliveryFilter, DirectoryBatch,
     ImportCounts, MembershipRow, NewSession, NewToken, PasswordHash, PathRow, PermissionUse, SessionDigest, SessionRow,
-    Settings, Snapshot, Store, StoreError, TokenPageQuery, TokenRow, TokenSort, TokenUse, UserRow, WebhookTarget,
-    convert,
+    Settings, Snapshot, StateFilter, Store, StoreError, TokenPageQuery, TokenRow, TokenSort, TokenUse, UserRow,
+    WebhookTarget, convert,
 };
 
 /// The `(boundary_kind, boundary_id)` columns of `boundary` (the instance's id is 0).
@@ -90,6 +90,58 @@ enum Value {
     Int(i64),
     Text(&'static str),
     Owned(String),
+}
+
+/// The condition keeping the tokens whose state at `states.at` is one of those selected,
+/// binding into `values` only the parameters it uses (PostgreSQL refuses unused ones).
+fn state_condition(states: &StateFilter, values: &mut Vec<Value>) -> String {
+    let mut bind = |value: Value| {
+        values.push(value);
+        format!("${}", values.len())
+    };
+    if !(states.revoked || states.expired || states.blocked || states.active) {
+        return "1 = 0".to_owned();
+    }
+    let at = bind(Value::Int(states.at.0));
+    let not_revoked = format!("(revoked_at IS NULL OR revoked_at > {at})");
+    let mut kept = Vec::new();
+    if states.revoked {
+        kept.push(format!("(revoked_at IS NOT NULL AND revoked_at <= {at})"));
+    }
+    if states.expired {
+        kept.push(format!("({not_revoked} AND expires_at IS NOT NULL AND expires_at <= {at})"));
+    }
+    let live = format!("({not_revoked} AND (expires_at IS NULL OR expires_at > {at}))");
+    if states.blocked && states.active {
+        kept.push(live);
+    } else if states.blocked || states.active {
+        // Blocked (never NULL, so that its negation is exact): an owner who is not active
+        // (blocked, deleted, or gone), or the lifetime policy.
+        let mut blocked = vec![
+            "NOT EXISTS (SELECT 1 FROM users WHERE users.id = tokens.owner_id AND users.state = 'active')".to_owned(),
+        ];
+        let rules = states.rules;
+        if rules.expiry_required {
+            blocked.push("expires_at IS NULL".to_owned());
+        }
+        if rules.max_lifetime_days > 0 {
+            // Whole days from the start of the creation day (a Euclidean remainder).
+            let cap = bind(Value::Int(i64::from(rules.max_lifetime_days) * patgate_core::time::DAY));
+            blocked.push(format!(
+                "(expires_at IS NOT NULL AND expires_at > created_at - ((created_at % 86400) + 86400) % 86400 + {cap})"
+            ));
+        }
+        if rules.legacy_disabled {
+            blocked.push(format!("kind = {}", bind(Value::Text(patgate_core::TokenKind::Legacy.name()))));
+        }
+        let blocked = blocked.join(" OR ");
+        kept.push(if states.blocked {
+            format!("({live} AND ({blocked}))")
+        } else {
+            format!("({live} AND NOT ({blocked}))")
+        });
+    }
+    format!("({})", kept.join(" OR "))
 }
 
 /// Which database a store runs on.
@@ -1463,18 +1515,8 @@ impl Store for SqlStore {
                 Backend::Postgres => format!("strpos(COALESCE(name_folded, lower(name)), {text}) > 0"),
             });
         }
-        if let Some(ended) = page.ended {
-            let at = bind(&mut values, Value::Int(ended.at.0));
-            let revoked = format!("(revoked_at IS NOT NULL AND revoked_at <= {at})");
-            let expired = format!(
-                "((revoked_at IS NULL OR revoked_at > {at}) AND expires_at IS NOT NULL AND expires_at <= {at})"
-            );
-            conditions.push(match (ended.revoked, ended.expired) {
-                (true, true) => format!("({revoked} OR {expired})"),
-                (true, false) => revoked,
-                (false, true) => expired,
-                (false, false) => "1 = 0".to_owned(),
-            });
+        if let Some(states) = page.states {
+            conditions.push(state_condition(&states, &mut values));
         }
         let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
         let (up, down) = ("ASC", "DESC");

@@ -14,7 +14,9 @@ use patgate_core::{
         validate_new_token,
     },
 };
-use patgate_store::{Actor, Audit, Ended, NewToken, PermissionUse, Store, TokenPageQuery, TokenRow, TokenSort};
+use patgate_store::{
+    Actor, Audit, LifetimeRules, NewToken, PermissionUse, StateFilter, Store, TokenPageQuery, TokenRow, TokenSort,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -434,9 +436,9 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
         }
         uses
     };
-    // Without a flag filter or a state that depends on the owner and the policy (active,
-    // blocked), the database selects (name search, revoked and expired included), sorts,
-    // counts and pages: only the page's rows are read.
+    // Without a flag filter (flags need the permission uses), the database selects (name
+    // search and states included: an owner's state is a join, the lifetime policy a
+    // condition on the dates), sorts, counts and pages: only the page's rows are read.
     let sort_by_column = match sort {
         "id" => Some(TokenSort::Id),
         "name" => Some(TokenSort::Name),
@@ -445,12 +447,22 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
         "last_used_at" => Some(TokenSort::LastUsedAt),
         _ => None,
     };
-    let ended =
-        (!states.is_empty() && states.iter().all(|state| matches!(state, State::Revoked | State::Expired))).then(
-            || Ended { at: now, revoked: states.contains(&State::Revoked), expired: states.contains(&State::Expired) },
-        );
+    let state_filter = (!states.is_empty()).then(|| {
+        let policy = &state.engine().policy;
+        StateFilter {
+            at: now,
+            revoked: states.contains(&State::Revoked),
+            expired: states.contains(&State::Expired),
+            blocked: states.contains(&State::Blocked),
+            active: states.contains(&State::Active),
+            rules: LifetimeRules {
+                max_lifetime_days: policy.max_lifetime_days,
+                expiry_required: policy.expiry_required,
+                legacy_disabled: policy.legacy_use_disabled_from.is_some_and(|from| now >= from),
+            },
+        }
+    });
     if let Some(sort) = sort_by_column
-        && (states.is_empty() || ended.is_some())
         && flags.is_empty()
     {
         let page_query = TokenPageQuery {
@@ -461,7 +473,7 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
             used_before,
             used_after,
             name_contains: search.clone(),
-            ended,
+            states: state_filter,
             sort,
             descending,
             limit: per_page,

@@ -157,7 +157,7 @@ async fn flags_mark_broad_write_everywhere_expiring_and_over_policy_tokens(backe
     // A lowered cap: tokens beyond it are blocked and flagged until rotated. The reviewer
     // uses a fine-grained admin token within every policy below.
     let reviewer = json!({ "name": "review", "expires_at": "2027-02-01", "grants": [{ "reach": "instance",
-        "permissions": { "admin_user": ["read"], "admin_setting": ["read", "update"] } }] });
+        "permissions": { "admin_user": ["read", "update"], "admin_setting": ["read", "update"] } }] });
     let made = app.call("POST", "/api/v1/user/personal_access_tokens", Some(&app.admin), Some(&reviewer)).await;
     let reviewer = made.expect(201).json()["token"].as_str().unwrap().to_owned();
     app.call("PUT", SETTINGS, Some(&reviewer), Some(&json!({ "max_lifetime_days": 100 }))).await.expect(200);
@@ -173,6 +173,22 @@ async fn flags_mark_broad_write_everywhere_expiring_and_over_policy_tokens(backe
     let (over, _) = listed(&app, &reviewer, INVENTORY, "user=bob&flag=exceeds_policy").await;
     assert_eq!(names(&over), ["api", "write_repository", "read_api"]);
     assert!(over.iter().all(|t| t["blocked_reason"] == "legacy_disabled"), "{over:?}");
+
+    // The database's state filter (owner's state joined, policy as conditions) keeps exactly
+    // the tokens whose rows show that state: everyone's, with a blocked owner among them.
+    app.call("POST", "/api/v1/admin/users/bob/block", Some(&reviewer), None).await.expect(204);
+    let (every, _) = listed(&app, &reviewer, INVENTORY, "per_page=1000").await;
+    let ids = |tokens: &[Value]| tokens.iter().map(|t| t["id"].as_u64().unwrap()).collect::<Vec<_>>();
+    for state in ["active", "blocked", "expired", "revoked"] {
+        let (kept, _) = listed(&app, &reviewer, INVENTORY, &format!("per_page=1000&state={state}")).await;
+        let shown: Vec<Value> = every.iter().filter(|t| t["state"] == state).cloned().collect();
+        assert_eq!(ids(&kept), ids(&shown), "state={state}");
+        if state == "active" || state == "blocked" {
+            assert!(!kept.is_empty(), "state={state} selects something here");
+        }
+    }
+    let (bobs, _) = listed(&app, &reviewer, INVENTORY, "user=bob&state=active").await;
+    assert!(bobs.is_empty(), "a blocked owner's tokens are not active: {bobs:?}");
 }
 
 async fn filters_sort_and_pages(backend: Backend) {

@@ -396,14 +396,23 @@ async fn listed_tokens_carry_their_own_grants() {
 /// missing last use before), the owner, kind and date filters, pages and the total.
 #[tokio::test]
 async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
-    use patgate_store::{Ended, TokenPageQuery, TokenRow, TokenSort, TokenUse};
+    use patgate_core::policy::Policy;
+    use patgate_store::{LifetimeRules, StateFilter, TokenPageQuery, TokenRow, TokenSort, TokenUse};
     for database in databases().await {
         let store = connect(&database).await.unwrap();
         let url = database.url.as_str();
         let (alice, _) = store.create_user("alice", "", false, audit("user_created")).await.unwrap();
         let (bob, _) = store.create_user("bob", "", false, audit("user_created")).await.unwrap();
-        for n in 0..14_i64 {
-            let owner = if n % 3 == 0 { bob } else { alice };
+        // Carol is blocked and dave deleted: their live tokens are blocked, whatever the policy.
+        let (carol, _) = store.create_user("carol", "", false, audit("user_created")).await.unwrap();
+        let (dave, _) = store.create_user("dave", "", false, audit("user_created")).await.unwrap();
+        for n in 0..18_i64 {
+            let owner = match n {
+                14 | 15 => carol,
+                16 | 17 => dave,
+                _ if n % 3 == 0 => bob,
+                _ => alice,
+            };
             let authority = if n % 2 == 0 {
                 fine_grained()
             } else {
@@ -436,6 +445,9 @@ async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
                 store.record_usage(&[used]).await.unwrap();
             }
         }
+        store.set_user_state(carol, UserState::Blocked, audit("user_blocked")).await.unwrap();
+        store.set_user_state(dave, UserState::Deleted, audit("user_deleted")).await.unwrap();
+        let owner_active = |owner: UserId| owner == alice || owner == bob;
         let all = store.tokens(None).await.unwrap();
         let within = |value: Option<Timestamp>, before: Option<Timestamp>, after: Option<Timestamp>| {
             (before.is_none() && after.is_none())
@@ -455,10 +467,30 @@ async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
                         .is_none_or(|text| row.name.to_lowercase().contains(&text.to_lowercase()))
                 })
                 .filter(|row| {
-                    query.ended.is_none_or(|ended| {
-                        let revoked = row.revoked_at.is_some_and(|at| at <= ended.at);
-                        let expired = !revoked && row.expires_at.is_some_and(|at| at <= ended.at);
-                        (ended.revoked && revoked) || (ended.expired && expired)
+                    // The tokens table's states as patgate-core's policy computes them.
+                    query.states.is_none_or(|states| {
+                        let rules = states.rules;
+                        let policy = Policy {
+                            max_lifetime_days: rules.max_lifetime_days,
+                            expiry_required: rules.expiry_required,
+                            group_caps: Vec::new(),
+                            legacy_use_disabled_from: rules.legacy_disabled.then_some(Timestamp(0)),
+                        };
+                        let record = row.record();
+                        let revoked = row.revoked_at.is_some_and(|at| at <= states.at);
+                        let expired = !revoked && row.expires_at.is_some_and(|at| at <= states.at);
+                        let blocked = !owner_active(row.owner)
+                            || policy.token_excess(&record).is_some()
+                            || policy.legacy_disabled(&record, states.at);
+                        if revoked {
+                            states.revoked
+                        } else if expired {
+                            states.expired
+                        } else if blocked {
+                            states.blocked
+                        } else {
+                            states.active
+                        }
                     })
                 })
                 .collect();
@@ -511,13 +543,56 @@ async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
             ..base.clone()
         });
         queries.push(TokenPageQuery { limit: 3, offset: 99, ..base.clone() });
-        // Ended tokens, as of several instants (T0 + 4 days: some expired, some revoked).
+        // Every set of states, as of several instants (T0 + 4 days: some expired, some
+        // revoked), under several lifetime policies: none; expiry required; a 3-day cap
+        // (some tokens live past it); legacy tokens disabled; all three.
+        let rule_sets = [
+            LifetimeRules::default(),
+            LifetimeRules { expiry_required: true, ..LifetimeRules::default() },
+            LifetimeRules { max_lifetime_days: 3, ..LifetimeRules::default() },
+            LifetimeRules { legacy_disabled: true, ..LifetimeRules::default() },
+            LifetimeRules { max_lifetime_days: 5, expiry_required: true, legacy_disabled: true },
+        ];
         for at in [T0, T0.plus_days(4), T0.plus_days(9)] {
-            for (revoked, expired) in [(true, false), (false, true), (true, true)] {
-                let ended = Some(Ended { at, revoked, expired });
-                queries.push(TokenPageQuery { ended, ..base.clone() });
-                queries.push(TokenPageQuery { ended, owner: Some(alice), sort: TokenSort::ExpiresAt, ..base.clone() });
+            for rules in rule_sets {
+                for set in 1..16_u8 {
+                    let states = Some(StateFilter {
+                        at,
+                        revoked: set & 1 != 0,
+                        expired: set & 2 != 0,
+                        blocked: set & 4 != 0,
+                        active: set & 8 != 0,
+                        rules,
+                    });
+                    queries.push(TokenPageQuery { states, ..base.clone() });
+                }
+                let active =
+                    Some(StateFilter { at, revoked: false, expired: false, blocked: false, active: true, rules });
+                queries.push(TokenPageQuery {
+                    states: active,
+                    owner: Some(alice),
+                    sort: TokenSort::ExpiresAt,
+                    limit: 3,
+                    offset: 1,
+                    ..base.clone()
+                });
             }
+        }
+        // Each state selects something in this data (so that the oracle's checks are not
+        // vacuous).
+        let at = T0.plus_days(4);
+        for (revoked, expired, blocked, active) in [
+            (true, false, false, false),
+            (false, true, false, false),
+            (false, false, true, false),
+            (false, false, false, true),
+        ] {
+            let rules = LifetimeRules { max_lifetime_days: 3, ..LifetimeRules::default() };
+            let query = TokenPageQuery {
+                states: Some(StateFilter { at, revoked, expired, blocked, active, rules }),
+                ..base.clone()
+            };
+            assert!(oracle(&query).1 > 0, "{url}: nothing in {query:?}");
         }
         // Searches: case-insensitive, full Unicode ("KUBE" finds the Kelvin-sign name too),
         // `%` and `_` literal, combined with another filter and a page.
