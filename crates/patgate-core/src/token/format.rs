@@ -146,14 +146,7 @@ impl fmt::Debug for ParsedToken<'_> {
 impl TokenFormat {
     /// A format with `instance_prefix` (`""` for none, or e.g. `"acme-"`).
     pub fn new(instance_prefix: &str) -> Result<TokenFormat, InstancePrefixError> {
-        let valid = instance_prefix.is_empty()
-            || (instance_prefix.len() >= 2
-                && instance_prefix.len() <= MAX_INSTANCE_PREFIX + 1
-                && instance_prefix.ends_with('-')
-                && instance_prefix[..instance_prefix.len() - 1]
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
-        if valid {
+        if valid_instance_prefix(instance_prefix) {
             Ok(TokenFormat { instance_prefix: instance_prefix.to_owned() })
         } else {
             Err(InstancePrefixError(instance_prefix.to_owned()))
@@ -211,7 +204,9 @@ impl TokenFormat {
             });
         }
         let (instance, rest) = text.split_at(text.len() - TAIL);
-        if !instance.is_empty() && TokenFormat::new(instance).is_err() {
+        // Checked in place: a format built to check it would copy it (an allocation on
+        // every request of an instance with a prefix).
+        if !valid_instance_prefix(instance) {
             return Err(TokenParseError::Prefix);
         }
         let (kind, body) = if let Some(body) = rest.strip_prefix(LEGACY_PREFIX) {
@@ -235,6 +230,15 @@ impl TokenFormat {
         }
         Ok(ParsedToken { kind, text })
     }
+}
+
+/// Whether `prefix` is empty or `[a-z0-9]{1,20}-`.
+fn valid_instance_prefix(prefix: &str) -> bool {
+    prefix.is_empty()
+        || (prefix.len() >= 2
+            && prefix.len() <= MAX_INSTANCE_PREFIX + 1
+            && prefix.ends_with('-')
+            && prefix[..prefix.len() - 1].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
 }
 
 /// A token in the clear. It exists only between generation and the one response that
