@@ -39,6 +39,7 @@
 #   THP_ATTEMPTS=12  (1m: restarts until glibc puts the index on huge pages; see below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/http_server_bin.sh
 WORLD="${WORLD:-demo}"
 DURATION="${DURATION:-5s}"
 CONNECTIONS="${CONNECTIONS:-32}"
@@ -130,14 +131,7 @@ if [[ "$WORLD" == demo ]]; then
   allowed_uri='/api/v4/projects/acme%2Fplatform%2Fapi/registry/repositories'
   denied_uri='/api/v4/projects/acme%2Fplatform%2Fapi/issues'
 else
-  if [[ -z "${HTTP_SERVER_BIN:-}" ]]; then
-    echo "== building the http_server bench (cargo bench -p patgate-server --bench http_server --no-run)" >&2
-    HTTP_SERVER_BIN="$(timeout "$BUILD_TIMEOUT" cargo bench -p patgate-server --bench http_server --no-run \
-      --message-format=json 2>"$work/build.log" |
-      grep '"reason":"compiler-artifact"' | grep '"name":"http_server"' |
-      sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)" || { cat "$work/build.log" >&2; exit 1; }
-    [[ -x "$HTTP_SERVER_BIN" ]] || { echo "no http_server bench executable" >&2; cat "$work/build.log" >&2; exit 1; }
-  fi
+  HTTP_SERVER_BIN="$(http_server_bin "$work" "$BUILD_TIMEOUT")" || exit 1
   server_bin="$HTTP_SERVER_BIN"
   mkdir -p "$work/requests"
   # glibc 2.36 (Debian 12) reads /sys/kernel/mm/transparent_hugepage/enabled into a buffer it

@@ -34,6 +34,7 @@
 #   COLLECT='*UpgradeableConnection*'  (a function pattern for --toggle-collect, or all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/http_server_bin.sh
 MODES="${MODES:-healthz headers allowed one}"
 DURATION="${DURATION:-8s}"
 CONNECTIONS="${CONNECTIONS:-4}"
@@ -69,14 +70,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [[ -z "${HTTP_SERVER_BIN:-}" ]]; then
-  echo "== building the http_server bench (cargo bench -p patgate-server --bench http_server --no-run)" >&2
-  HTTP_SERVER_BIN="$(timeout "$BUILD_TIMEOUT" cargo bench -p patgate-server --bench http_server --no-run \
-    --message-format=json 2>"$work/build.log" |
-    grep '"reason":"compiler-artifact"' | grep '"name":"http_server"' |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)" || { cat "$work/build.log" >&2; exit 1; }
-  [[ -x "$HTTP_SERVER_BIN" ]] || { echo "no http_server bench executable" >&2; cat "$work/build.log" >&2; exit 1; }
-fi
+HTTP_SERVER_BIN="$(http_server_bin "$work" "$BUILD_TIMEOUT")" || exit 1
 
 echo "== loading the world under valgrind (scale $SCALE; minutes at scale 1)" >&2
 mkdir -p "$work/requests"
