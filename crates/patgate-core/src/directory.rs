@@ -469,6 +469,12 @@ impl Directory {
         self.users.get(id)
     }
 
+    /// Starts loading the first line of the user's record (id, state and username; the
+    /// memberships follow once it is read), without waiting for it: for [`crate::warm`].
+    pub(crate) fn prefetch_user(&self, id: UserId) {
+        self.users.prefetch(id);
+    }
+
     /// The user named `username` (case-insensitive).
     pub fn user_by_name(&self, username: &str) -> Option<&User> {
         self.user_by_name.get(lowercase(username).as_ref()).and_then(|id| self.users.get(*id))

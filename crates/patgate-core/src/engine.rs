@@ -48,6 +48,9 @@ impl Engine {
             Err(error) => return Decision::deny(DenyReason::Malformed(*error)),
         };
         warm::prefetch_boundary(&self.index, request);
+        // The token's record and its owner's are found from the hint's table entry, which
+        // `present` started loading: they arrive while the digest is computed.
+        self.index.prefetch_by_hint(parsed.hint());
         let address = self.key.address(parsed);
         warm::warm(&self.index, &address, request);
         match find_token(&self.index, parsed, &address) {

@@ -161,10 +161,35 @@ impl Index {
         self.by_hint.prefetch(home(hint));
     }
 
+    /// Starts loading the token record and the owner's first line that the first entry
+    /// under `hint` names (without waiting for them), once that entry, loaded since
+    /// [`Index::prefetch_hint`], is there: call it before computing the digest, so that the
+    /// records' loads overlap that work. Unconfirmed (another token may share the hint; the
+    /// lookup by digest decides), and nothing of the records is read: for [`crate::warm`].
+    pub(crate) fn prefetch_by_hint(&self, hint: TokenHint) {
+        if let Some((slot, owner)) = self.by_hint.first_at_home(home(hint)).map(unpack) {
+            self.prefetch_stored(slot);
+            if let Some(owner) = owner {
+                self.directory.prefetch_user(owner);
+            }
+        }
+    }
+
     /// The first slot at `address` and its token's owner, confirmed by 40 bits of the
     /// digest (the record's digest confirms it whole): for [`crate::warm`].
     pub(crate) fn first_slot(&self, address: &TokenAddress) -> Option<(u32, Option<UserId>)> {
         self.by_hint.get(tag(address)).next().map(unpack)
+    }
+
+    /// Starts loading both cache lines of the token in `slot` (its digest, and the record
+    /// the decision reads), without waiting for either: for [`crate::warm`]. Nothing of the
+    /// token is read here (the references are addresses), so the loads go out together with
+    /// the owner's.
+    pub(crate) fn prefetch_stored(&self, slot: u32) {
+        if let Some(stored) = usize::try_from(slot).ok().and_then(|slot| self.tokens.get(slot)) {
+            prefetch_index::prefetch_index(std::slice::from_ref(stored), 0);
+            prefetch_index::prefetch_index(std::slice::from_ref(&stored.record.authority), 0);
+        }
     }
 
     /// The digest and the record in `slot` (the two cache lines of a token), for
@@ -199,6 +224,15 @@ mod tests {
             revoked_at: None,
             allowed_ips: Box::new([]),
         }
+    }
+
+    #[test]
+    fn a_token_is_two_cache_lines_and_the_warm_up_prefetches_both() {
+        // `prefetch_stored` starts the slot's first line and the line of the record's
+        // authority: these must be the slot's two lines (a field added or moved changes them).
+        assert_eq!(std::mem::size_of::<Stored>(), 128);
+        let authority = std::mem::offset_of!(Stored, record) + std::mem::offset_of!(TokenRecord, authority);
+        assert_eq!(authority / 64, 1, "the authority is on the second line");
     }
 
     #[test]

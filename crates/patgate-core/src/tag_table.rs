@@ -77,6 +77,25 @@ impl<const HOME_SHIFT: u32> TagTable<HOME_SHIFT> {
         }
     }
 
+    /// The value of the first entry whose tag has the same bits above `HOME_SHIFT` as `tag`
+    /// (a partial key: the rest of the tag is not known yet), in probe order; unconfirmed,
+    /// for a prefetch. Reads the entries from the home on, as a lookup does.
+    pub(crate) fn first_at_home(&self, tag: u64) -> Option<u64> {
+        let placing = stored(tag) >> HOME_SHIFT;
+        let mask = self.mask();
+        let mut index = if self.entries.is_empty() { return None } else { self.home(stored(tag)) };
+        loop {
+            let entry = self.entries.get(index).copied().unwrap_or_default();
+            if entry.tag == 0 {
+                return None;
+            }
+            if entry.tag >> HOME_SHIFT == placing {
+                return Some(entry.value);
+            }
+            index = (index + 1) & mask;
+        }
+    }
+
     /// Adds `value` under `tag` (a tag may hold several values).
     pub(crate) fn insert(&mut self, tag: u64, value: u64) {
         if (self.len + 1) * 2 > self.entries.len() {
@@ -216,6 +235,20 @@ mod tests {
             prop_assert_eq!(found, expected);
         }
         prop_assert_eq!(table.get(u64::MAX - 7).count(), model.get(&(u64::MAX - 7)).map_or(0, Vec::len));
+        // The first entry at a partial key names a value stored under a tag with the same
+        // placing bits whenever there is one, and nothing otherwise.
+        for probe in model.keys().copied().chain([0, 5, u64::MAX - 7]) {
+            let placing = stored(probe) >> HOME_SHIFT;
+            let sharing: Vec<u64> = model
+                .iter()
+                .filter(|(tag, _)| **tag >> HOME_SHIFT == placing)
+                .flat_map(|(_, slots)| slots.iter().copied())
+                .collect();
+            match table.first_at_home(probe) {
+                Some(value) => prop_assert!(sharing.contains(&value), "{value} is not at {probe}'s home"),
+                None => prop_assert!(sharing.is_empty(), "nothing found at {probe}'s home, but {sharing:?}"),
+            }
+        }
         Ok(())
     }
 

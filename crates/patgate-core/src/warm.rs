@@ -10,7 +10,10 @@
 //! is known before the token's digest is (the token's table entry is found by its hint),
 //! so the engine starts both before it computes the digest (the token's in
 //! [`crate::Engine::present`], before the caller routes the request; the boundary's in
-//! [`prefetch_boundary`]), and [`warm`] then walks both side by side, one level at a time:
+//! [`prefetch_boundary`]). The token's entry has usually arrived by then, so the engine also
+//! starts the record and the owner's first line that the entry names (the first under the
+//! token's hint, unconfirmed), and those arrive while the digest is computed. [`warm`] then
+//! walks both chains side by side, one level at a time:
 //! the loads of a level are issued together and wait together, and the last lines are
 //! prefetched while the decision starts. Nothing here changes or decides anything; a record
 //! that is not there simply ends its chain.
@@ -76,15 +79,13 @@ pub(crate) fn warm(index: &Index, address: &TokenAddress, request: &Request<'_>)
         BoundaryRef::User(_) | BoundaryRef::Instance => Reached::Nothing,
     };
 
-    // Level 2: the token's two lines (digest and record) and its owner's record (whose id
-    // the table entry carries), with the owner's other lines (memberships and username are
-    // held in it); the boundary's record (by path), with its other line (path and chain).
-    // The other lines' addresses do not wait for the first line's load, so all go out
-    // together.
-    let stored = index.stored_at(slot);
-    let owner = owner_id.and_then(|owner| directory.user(owner));
-    if let Some(owner) = owner {
-        owner.prefetch_lines();
+    // Level 2: the token's two lines (digest and record) and the first line of its owner's
+    // record (whose id the table entry carries) go out as prefetches, which wait for
+    // nothing, so they travel together; the boundary's record (by path) is read, with its
+    // other line (path and chain) started.
+    index.prefetch_stored(slot);
+    if let Some(owner) = owner_id {
+        directory.prefetch_user(owner);
     }
     let reached = match reached {
         Reached::ProjectId(id) => directory.project(ProjectId(id)).map_or(Reached::Nothing, Reached::Project),
@@ -97,7 +98,13 @@ pub(crate) fn warm(index: &Index, address: &TokenAddress, request: &Request<'_>)
         Reached::ProjectId(_) | Reached::GroupId(_) | Reached::Nothing => {}
     }
 
-    // Level 3: the grants, then the selected lists too long to be held in them.
+    // Level 3: the owner's record and the token's, read once their lines have arrived
+    // together: the owner's other lines (memberships, or the heap when they did not fit);
+    // the grants, then the selected lists too long to be held in them.
+    if let Some(owner) = owner_id.and_then(|owner| directory.user(owner)) {
+        owner.prefetch_lines();
+    }
+    let stored = index.stored_at(slot);
     let grants: &[Grant] = match stored.map(|(_, token)| &token.authority) {
         Some(Authority::FineGrained(grants)) => grants,
         Some(Authority::Legacy(_)) | None => &[],
