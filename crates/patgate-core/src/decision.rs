@@ -4,7 +4,10 @@
 //! visibility (§3.4), the grants' reach (§3.5), their permissions or the legacy scopes
 //! (§3.6), the owner's live role (§3.7). The first failing step is the answer.
 
-use std::{fmt, net::IpAddr};
+use std::{
+    fmt::{self, Write as _},
+    net::IpAddr,
+};
 
 use crate::{
     directory::{Ancestry, Directory, GroupId, Locator, ProjectId, User, UserId, UserLocator, Visibility},
@@ -214,50 +217,75 @@ impl DenyReason {
 
     /// A sentence a person understands, with labels from `resources`.
     pub fn message(&self, resources: &Resources) -> String {
+        let mut message = String::new();
+        self.write_message(resources, &mut message);
+        message
+    }
+
+    /// [`DenyReason::message`], appended to `out`: the common reasons are copied in pieces,
+    /// without the formatting machinery (forward auth writes a message per denial).
+    pub fn write_message(&self, resources: &Resources, out: &mut String) {
+        // `write!` into a `String` cannot fail.
         match self {
-            DenyReason::Malformed(error) => format!("This is not a valid patgate token: {error}."),
-            DenyReason::UnknownToken => "The token is not known to patgate.".to_owned(),
-            DenyReason::Revoked => "The token has been revoked.".to_owned(),
-            DenyReason::Expired => "The token has expired.".to_owned(),
-            DenyReason::OwnerBlocked => "The token's owner is blocked or deleted.".to_owned(),
-            DenyReason::IpNotAllowed => "The token may not be used from this address.".to_owned(),
-            DenyReason::LifetimePolicy(LifetimeExcess { cap_days, group: None }) => format!(
-                "The token lives longer than the current policy allows ({cap_days} days at most, with an expiry \
-                 date); rotate it to get a compliant expiry."
-            ),
-            DenyReason::LifetimePolicy(LifetimeExcess { cap_days, group: Some(_) }) => format!(
-                "Tokens used in this group may live {cap_days} days at most, and this one lives longer; rotate it \
-                 or create a token with an earlier expiry."
-            ),
+            DenyReason::Malformed(error) => {
+                let _ = write!(out, "This is not a valid patgate token: {error}.");
+            }
+            DenyReason::UnknownToken => out.push_str("The token is not known to patgate."),
+            DenyReason::Revoked => out.push_str("The token has been revoked."),
+            DenyReason::Expired => out.push_str("The token has expired."),
+            DenyReason::OwnerBlocked => out.push_str("The token's owner is blocked or deleted."),
+            DenyReason::IpNotAllowed => out.push_str("The token may not be used from this address."),
+            DenyReason::LifetimePolicy(LifetimeExcess { cap_days, group: None }) => {
+                let _ = write!(
+                    out,
+                    "The token lives longer than the current policy allows ({cap_days} days at most, with an \
+                     expiry date); rotate it to get a compliant expiry."
+                );
+            }
+            DenyReason::LifetimePolicy(LifetimeExcess { cap_days, group: Some(_) }) => {
+                let _ = write!(
+                    out,
+                    "Tokens used in this group may live {cap_days} days at most, and this one lives longer; rotate \
+                     it or create a token with an earlier expiry."
+                );
+            }
             DenyReason::LegacyDisabled => {
-                "Legacy tokens are turned off on this instance; use a fine-grained token.".to_owned()
+                out.push_str("Legacy tokens are turned off on this instance; use a fine-grained token.");
             }
-            DenyReason::EndpointNotCovered => {
-                "This endpoint does not support fine-grained tokens: it is not in patgate's endpoint catalog."
-                    .to_owned()
-            }
-            DenyReason::NotFound => "The project, group or user does not exist or is not visible.".to_owned(),
-            DenyReason::OutsideReach => "The token's grants do not reach this project, group or user.".to_owned(),
-            DenyReason::InsufficientScope(permission) => format!(
-                "The token needs the permission {} (`{}`) here.",
-                resources.permission_label(*permission),
-                resources.permission_name(*permission)
+            DenyReason::EndpointNotCovered => out.push_str(
+                "This endpoint does not support fine-grained tokens: it is not in patgate's endpoint catalog.",
             ),
-            DenyReason::RoleTooLow { permission, needed } => format!(
-                "{} needs the owner to be {} here; the token never exceeds its owner's role.",
-                resources.permission_label(*permission),
+            DenyReason::NotFound => out.push_str("The project, group or user does not exist or is not visible."),
+            DenyReason::OutsideReach => out.push_str("The token's grants do not reach this project, group or user."),
+            DenyReason::InsufficientScope(permission) => {
+                out.push_str("The token needs the permission ");
+                resources.write_permission_label(*permission, out);
+                out.push_str(" (`");
+                resources.write_permission_name(*permission, out);
+                out.push_str("`) here.");
+            }
+            DenyReason::RoleTooLow { permission, needed } => {
+                resources.write_permission_label(*permission, out);
+                out.push_str(" needs the owner to be ");
                 match needed {
-                    Requirement::Member(role) => format!("at least {role}"),
-                    Requirement::SelfUser => "the user concerned".to_owned(),
-                    Requirement::Admin => "an administrator".to_owned(),
-                    Requirement::AnyUser => "an active user".to_owned(),
+                    Requirement::Member(role) => {
+                        out.push_str("at least ");
+                        out.push_str(role.name());
+                    }
+                    Requirement::SelfUser => out.push_str("the user concerned"),
+                    Requirement::Admin => out.push_str("an administrator"),
+                    Requirement::AnyUser => out.push_str("an active user"),
                 }
-            ),
+                out.push_str(" here; the token never exceeds its owner's role.");
+            }
             DenyReason::LegacyScopeInsufficient(scope) => {
-                format!("The token needs the scope `{scope}` for this request.")
+                out.push_str("The token needs the scope `");
+                out.push_str(scope.name());
+                out.push_str("` for this request.");
             }
             DenyReason::NotApplicable(permission) => {
-                format!("{} does not apply to this kind of boundary.", resources.permission_label(*permission))
+                resources.write_permission_label(*permission, out);
+                out.push_str(" does not apply to this kind of boundary.");
             }
         }
     }

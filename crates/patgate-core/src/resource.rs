@@ -427,12 +427,30 @@ impl Resources {
 
     /// `merge_request:update`.
     pub fn permission_name(&self, permission: Permission) -> String {
-        format!("{}:{}", self.name(permission.resource), permission.action)
+        let mut name = String::new();
+        self.write_permission_name(permission, &mut name);
+        name
+    }
+
+    /// [`Resources::permission_name`], appended to `out` (pieces copied, no formatting).
+    pub fn write_permission_name(&self, permission: Permission, out: &mut String) {
+        out.push_str(self.name(permission.resource));
+        out.push(':');
+        out.push_str(permission.action.name());
     }
 
     /// "Merge Request: Update".
     pub fn permission_label(&self, permission: Permission) -> String {
-        format!("{}: {}", self.def(permission.resource).label, permission.action.label())
+        let mut label = String::new();
+        self.write_permission_label(permission, &mut label);
+        label
+    }
+
+    /// [`Resources::permission_label`], appended to `out` (pieces copied, no formatting).
+    pub fn write_permission_label(&self, permission: Permission, out: &mut String) {
+        out.push_str(&self.def(permission.resource).label);
+        out.push_str(": ");
+        out.push_str(permission.action.label());
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod endpoints;
 mod format;
+mod messages;
 mod policy;
 mod properties;
 mod suggest;

@@ -1,6 +1,6 @@
 //! The decision API and forward auth: where the guarded APIs ask patgate.
 
-use std::{net::IpAddr, net::SocketAddr, time::Instant};
+use std::{fmt::Write as _, net::IpAddr, net::SocketAddr, time::Instant};
 
 use axum::{
     Json,
@@ -262,9 +262,10 @@ fn refuse_request(state: &AppState, started: Instant, unusable: Unusable) -> Res
         Unusable::MissingToken => ("missing_token", "No token: send PRIVATE-TOKEN or Authorization: Bearer."),
     };
     state.metrics.record("forward_auth", reason, started.elapsed());
+    let message = |out: &mut String| out.push_str(message);
     match unusable {
-        Unusable::MissingToken => unauthorized(reason, message.to_owned()),
-        _ => forbidden(reason, message.to_owned(), None),
+        Unusable::MissingToken => unauthorized(reason, message),
+        _ => forbidden(reason, message, None),
     }
 }
 
@@ -275,7 +276,7 @@ fn refuse_request(state: &AppState, started: Instant, unusable: Unusable) -> Res
 fn refuse(state: &AppState, reason: DenyReason) -> Response {
     let engine = state.engine();
     let resources = &engine.resources;
-    let message = reason.message(resources);
+    let message = |out: &mut String| reason.write_message(resources, out);
     if reason.status() == 401 {
         return unauthorized(reason.code(), message);
     }
@@ -301,20 +302,58 @@ fn decimal_value(number: u64) -> Option<HeaderValue> {
     HeaderValue::from_bytes(&digits[start..]).ok()
 }
 
-/// A refusal's JSON body, serialized as it is (no intermediate JSON value).
-#[derive(Serialize)]
-struct Refusal<'a> {
-    error: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    missing: Option<Option<&'a str>>,
+// A refusal's body is written by hand into one buffer, the message in place: a denial is
+// answered without the JSON serializer's machinery or an intermediate message string. The
+// shapes (fixed for clients):
+//   401 {"error":"invalid_token","reason":"<code>","message":"<sentence>"}
+//   403 {"error":"<code>","message":"<sentence>","missing":"<permission>"|null}
+
+/// Room for the longest refusal without growing the buffer.
+const REFUSAL_CAPACITY: usize = 320;
+
+/// Appends the text `write` appends to `body` as a JSON string: quoted, and escaped as
+/// serde_json escapes (`\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`, other control characters as
+/// `\u00XX`) when it needs escaping at all (patgate's own messages never do).
+fn push_json_str(body: &mut String, write: impl FnOnce(&mut String)) {
+    body.push('"');
+    let start = body.len();
+    write(body);
+    if body.as_bytes()[start..].iter().any(|byte| matches!(byte, b'"' | b'\\' | 0..=0x1f)) {
+        let raw = body.split_off(start);
+        for character in raw.chars() {
+            match character {
+                '"' => body.push_str("\\\""),
+                '\\' => body.push_str("\\\\"),
+                '\n' => body.push_str("\\n"),
+                '\r' => body.push_str("\\r"),
+                '\t' => body.push_str("\\t"),
+                '\u{8}' => body.push_str("\\b"),
+                '\u{c}' => body.push_str("\\f"),
+                control @ '\0'..='\u{1f}' => {
+                    let _ = write!(body, "\\u{:04x}", u32::from(control));
+                }
+                other => body.push(other),
+            }
+        }
+    }
+    body.push('"');
 }
 
-fn unauthorized(reason: &'static str, message: String) -> Response {
-    let body = Refusal { error: "invalid_token", reason: Some(reason), message: &message, missing: None };
-    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut response = Response::new(axum::body::Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn unauthorized(reason: &'static str, message: impl FnOnce(&mut String)) -> Response {
+    let mut body = String::with_capacity(REFUSAL_CAPACITY);
+    body.push_str("{\"error\":\"invalid_token\",\"reason\":");
+    push_json_str(&mut body, |out| out.push_str(reason));
+    body.push_str(",\"message\":");
+    push_json_str(&mut body, message);
+    body.push('}');
+    let mut response = json_response(StatusCode::UNAUTHORIZED, body);
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"patgate\", error=\"invalid_token\""),
@@ -322,11 +361,21 @@ fn unauthorized(reason: &'static str, message: String) -> Response {
     response
 }
 
-fn forbidden(reason: &'static str, message: String, missing: Option<String>) -> Response {
+fn forbidden(reason: &'static str, message: impl FnOnce(&mut String), missing: Option<String>) -> Response {
+    let mut body = String::with_capacity(REFUSAL_CAPACITY);
+    body.push_str("{\"error\":");
+    push_json_str(&mut body, |out| out.push_str(reason));
+    body.push_str(",\"message\":");
+    push_json_str(&mut body, message);
     // `missing` is always present in a 403's body, `null` when no single permission is.
-    let body = Refusal { error: reason, reason: None, message: &message, missing: Some(missing.as_deref()) };
-    let mut response = (StatusCode::FORBIDDEN, Json(body)).into_response();
-    if let Some(value) = missing.as_deref().and_then(|m| HeaderValue::from_str(m).ok()) {
+    body.push_str(",\"missing\":");
+    match missing.as_deref() {
+        Some(missing) => push_json_str(&mut body, |out| out.push_str(missing)),
+        None => body.push_str("null"),
+    }
+    body.push('}');
+    let mut response = json_response(StatusCode::FORBIDDEN, body);
+    if let Some(value) = missing.and_then(|m| HeaderValue::try_from(m).ok()) {
         response.headers_mut().insert(X_PATGATE_MISSING_PERMISSION, value);
     }
     response
@@ -340,6 +389,62 @@ pub fn is_credential_problem(reason: DenyReason) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_string_is_written_as_serde_json_writes_it() {
+        let mut samples: Vec<String> = [
+            "",
+            "The token has expired.",
+            "quote \" and backslash \\",
+            "line\nbreak\r\ttab",
+            "\u{8}\u{c}\u{0}\u{1f}\u{7f}",
+            "unicode é — 日本 🦀",
+            "Merge Request: Update (`merge_request:update`)",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        samples.extend((0..=255_u8).map(|byte| format!("a{}b", char::from(byte))));
+        for sample in samples {
+            let mut body = String::from("{\"x\":");
+            push_json_str(&mut body, |out| out.push_str(&sample));
+            let expected = format!("{{\"x\":{}", serde_json::to_string(&sample).unwrap());
+            assert_eq!(body, expected, "{sample:?}");
+        }
+    }
+
+    async fn body_of(response: Response) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn refusals_have_their_fixed_shapes() {
+        let message = |out: &mut String| out.push_str("Say \"no\"\\now.");
+        let (status, headers, body) = body_of(unauthorized("missing_token", message)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer realm=\"patgate\", error=\"invalid_token\"");
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "invalid_token", "reason": "missing_token", "message": "Say \"no\"\\now."})
+        );
+
+        let (status, headers, body) = body_of(forbidden("role_too_low", message, Some("issue:read".to_owned()))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(headers[X_PATGATE_MISSING_PERMISSION], "issue:read");
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "role_too_low", "message": "Say \"no\"\\now.", "missing": "issue:read"})
+        );
+
+        let (status, headers, body) = body_of(forbidden("outside_reach", message, None)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(!headers.contains_key(X_PATGATE_MISSING_PERMISSION));
+        assert_eq!(body, serde_json::json!({"error": "outside_reach", "message": "Say \"no\"\\now.", "missing": null}));
+    }
 
     #[test]
     fn a_number_becomes_its_decimal_header_value() {
