@@ -9,8 +9,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::{
-    extract::{ConnectInfo, FromRequestParts},
-    http::{HeaderMap, HeaderValue, request::Parts},
+    extract::{ConnectInfo, FromRequestParts, connect_info::MockConnectInfo},
+    http::{Extensions, HeaderMap, HeaderValue, request::Parts},
 };
 use patgate_core::{
     Authority, Basis, BoundaryRef, DenyReason, Permission, Request, ScopeSet, Surface, TokenId, TokenRecord, User,
@@ -155,11 +155,20 @@ pub fn text(value: Option<&HeaderValue>) -> Option<&str> {
     value.and_then(|value| value.to_str().ok())
 }
 
+/// The connection's peer address as axum's `ConnectInfo` extractor finds it: the listener's,
+/// or the `MockConnectInfo` a test's router was given.
+pub fn peer_address(extensions: &Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer)
+        .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|MockConnectInfo(peer)| *peer))
+}
+
 impl FromRequestParts<AppState> for Credentials {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        let peer = peer_address(&parts.extensions).map(|peer| peer.ip());
         let presented = Presented::read(&parts.headers);
         let client_ip = presented.client_address(state, peer);
         let session = if presented.token(None).is_some() {

@@ -1,10 +1,10 @@
 //! The decision API and forward auth: where the guarded APIs ask patgate.
 
-use std::{fmt::Write as _, net::IpAddr, net::SocketAddr, time::Instant};
+use std::{fmt::Write as _, net::IpAddr, time::Instant};
 
 use axum::{
     Json,
-    extract::{ConnectInfo, State, connect_info::MockConnectInfo},
+    extract::State,
     http::{HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -12,7 +12,7 @@ use patgate_core::{Basis, Boundary, Decision, DenyReason, catalog::DecodeBuffer,
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    auth::{Presented, text},
+    auth::{Presented, peer_address, text},
     error::ApiError,
     extract::Body,
     state::AppState,
@@ -190,14 +190,8 @@ const X_PATGATE_MISSING_PERMISSION: HeaderName = HeaderName::from_static("x-patg
 /// or 5xx, which proxies turn into 500).
 pub async fn forward_auth(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     let started = Instant::now();
-    // The request is taken whole and read in place: no part of it is copied. The peer as the
-    // `ConnectInfo` extractor finds it (the listener's, or a test's `MockConnectInfo`).
-    let extensions = request.extensions();
-    let peer = extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| *peer)
-        .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|MockConnectInfo(peer)| *peer));
-    let Some(peer) = peer else {
+    // The request is taken whole and read in place: no part of it is copied.
+    let Some(peer) = peer_address(request.extensions()) else {
         return refuse_request(&state, started, Unusable::UnknownPeer);
     };
     let presented = Presented::read(request.headers());

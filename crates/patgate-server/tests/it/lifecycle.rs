@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{API_REGISTRY, App, Backend, at, on_both_backends, start};
+use crate::support::{API_REGISTRY, App, Backend, LOOPBACK_PEER, at, on_both_backends, start};
 
 const TOKENS: &str = "/api/v1/personal_access_tokens";
 const OWN: &str = "/api/v1/user/personal_access_tokens";
@@ -818,8 +818,11 @@ async fn usage_is_flushed_with_addresses_newest_first(backend: Backend) {
         }
     };
     let shown = show(id).await;
-    // An in-process call has no client address: the use is recorded, no address is.
-    assert_eq!((shown["last_used_at"].clone(), shown["last_ips"].clone()), (json!(iso(start())), json!([])));
+    // The management call was a use from the client's address (the test router's peer).
+    assert_eq!(
+        (shown["last_used_at"].clone(), shown["last_ips"].clone()),
+        (json!(iso(start())), json!([LOOPBACK_PEER]))
+    );
     let use_from = |ip: &'static str, path: &str| {
         let body = json!({ "token": app.alice, "method": "GET", "path": path, "client_ip": ip });
         let app = &app;
@@ -840,7 +843,7 @@ async fn usage_is_flushed_with_addresses_newest_first(backend: Backend) {
     assert_eq!(jobs::flush_usage(&shared).await.unwrap(), 1);
     let shown = show(id).await;
     assert_eq!(shown["last_used_at"], iso(start() + 120));
-    assert_eq!(shown["last_ips"], json!(["203.0.113.10", "203.0.113.9"]));
+    assert_eq!(shown["last_ips"], json!(["203.0.113.10", "203.0.113.9", LOOPBACK_PEER]));
 
     // A known address again: it moves to the front, and no new-address event.
     app.set_now(start() + 240);
@@ -849,7 +852,7 @@ async fn usage_is_flushed_with_addresses_newest_first(backend: Backend) {
     assert_eq!(jobs::flush_usage(&shared).await.unwrap(), 0);
     let shown = show(id).await;
     assert_eq!(shown["last_used_at"], iso(start() + 240));
-    assert_eq!(shown["last_ips"], json!(["203.0.113.9", "203.0.113.10"]));
+    assert_eq!(shown["last_ips"], json!(["203.0.113.9", "203.0.113.10", LOOPBACK_PEER]));
 
     // The five newest addresses are kept.
     for (index, ip) in ["2001:db8::1", "198.51.100.1", "198.51.100.2", "198.51.100.3"].into_iter().enumerate() {
@@ -869,12 +872,16 @@ async fn usage_is_flushed_with_addresses_newest_first(backend: Backend) {
     // One new-address event per address, ever.
     let events = audit(&app, &app.admin, &format!("type=token_used_from_new_ip&token_id={id}")).await;
     let ips: Vec<&str> = events.iter().map(|event| event["details"]["ip"].as_str().unwrap()).collect();
-    assert_eq!(ips, ["198.51.100.3", "198.51.100.2", "198.51.100.1", "2001:db8::1", "203.0.113.10", "203.0.113.9"]);
-    assert_eq!(events.last().unwrap()["at"], iso(start() + 60));
+    assert_eq!(
+        ips,
+        ["198.51.100.3", "198.51.100.2", "198.51.100.1", "2001:db8::1", "203.0.113.10", "203.0.113.9", LOOPBACK_PEER]
+    );
+    assert_eq!(events.last().unwrap()["at"], iso(start()));
     assert!(events.iter().all(|event| event["user"] == "alice"));
 }
 
-/// Several addresses used between two flushes keep their order, newest first.
+/// Several addresses used between two flushes keep their order, newest first (the first is
+/// the management call's, from the test router's peer).
 async fn addresses_of_one_flush_are_listed_newest_first(backend: Backend) {
     let app = App::on(&backend).await;
     let id = own_id(&app, &app.alice).await;
@@ -886,7 +893,7 @@ async fn addresses_of_one_flush_are_listed_newest_first(backend: Backend) {
     assert_eq!(jobs::flush_usage(&app.shared).await.unwrap(), 1);
     let shown = show(&app, &app.admin, id).await;
     assert_eq!(shown["last_used_at"], iso(start() + 120));
-    assert_eq!(shown["last_ips"], json!(["203.0.113.9", "203.0.113.10"]));
+    assert_eq!(shown["last_ips"], json!(["203.0.113.9", "203.0.113.10", LOOPBACK_PEER]));
 }
 
 /// One request a receiver got.
