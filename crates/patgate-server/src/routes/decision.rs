@@ -340,12 +340,25 @@ fn json_response(status: StatusCode, body: String) -> Response {
     response
 }
 
-fn unauthorized(reason: &'static str, message: impl FnOnce(&mut String)) -> Response {
+/// A refusal's body up to its message: `{"error":…` then each of `fields`, then `"message"`
+/// (left open for the fields that follow it).
+fn refusal_body(fields: &[(&str, &str)], message: impl FnOnce(&mut String)) -> String {
     let mut body = String::with_capacity(REFUSAL_CAPACITY);
-    body.push_str("{\"error\":\"invalid_token\",\"reason\":");
-    push_json_str(&mut body, |out| out.push_str(reason));
-    body.push_str(",\"message\":");
+    body.push('{');
+    for (name, value) in fields {
+        body.push('"');
+        body.push_str(name);
+        body.push_str("\":");
+        push_json_str(&mut body, |out| out.push_str(value));
+        body.push(',');
+    }
+    body.push_str("\"message\":");
     push_json_str(&mut body, message);
+    body
+}
+
+fn unauthorized(reason: &'static str, message: impl FnOnce(&mut String)) -> Response {
+    let mut body = refusal_body(&[("error", "invalid_token"), ("reason", reason)], message);
     body.push('}');
     let mut response = json_response(StatusCode::UNAUTHORIZED, body);
     response.headers_mut().insert(
@@ -356,11 +369,7 @@ fn unauthorized(reason: &'static str, message: impl FnOnce(&mut String)) -> Resp
 }
 
 fn forbidden(reason: &'static str, message: impl FnOnce(&mut String), missing: Option<String>) -> Response {
-    let mut body = String::with_capacity(REFUSAL_CAPACITY);
-    body.push_str("{\"error\":");
-    push_json_str(&mut body, |out| out.push_str(reason));
-    body.push_str(",\"message\":");
-    push_json_str(&mut body, message);
+    let mut body = refusal_body(&[("error", reason)], message);
     // `missing` is always present in a 403's body, `null` when no single permission is.
     body.push_str(",\"missing\":");
     match missing.as_deref() {
