@@ -17,6 +17,7 @@
 #   PATGATE_BENCH_SCALE=1  THP_ATTEMPTS=12  START_TIMEOUT=600
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/http_server_bin.sh
 if [[ $# -ne 2 || ! -x "$1" || ! -x "$2" ]]; then
   echo "usage: bench/forward_auth_ab.sh BIN_A BIN_B (two http_server bench executables)" >&2
   exit 2
@@ -53,15 +54,7 @@ start() {
     GLIBC_TUNABLES=glibc.malloc.hugetlb=1 PATGATE_BENCH_LISTEN=127.0.0.1:0 PATGATE_BENCH_REQUESTS="$dir/requests" \
       TMPDIR="$dir" taskset -c 0 "$bin" >"$dir/server.out" 2>"$dir/server.log" &
     pid=$!
-    local deadline=$((SECONDS + ${START_TIMEOUT:-600}))
-    until grep -q '^listening on' "$dir/server.out" 2>/dev/null; do
-      if ! kill -0 "$pid" 2>/dev/null || ((SECONDS > deadline)); then
-        echo "server $name did not start:" >&2
-        cat "$dir/server.out" "$dir/server.log" >&2
-        exit 1
-      fi
-      sleep 0.2
-    done
+    wait_listening "$dir" "$pid" "${START_TIMEOUT:-600}" "server $name"
     huge="$(sed -n 's/.*; \([0-9.]*\) MiB on transparent huge pages.*/\1/p' "$dir/server.out")"
     if awk -v h="${huge:-0}" 'BEGIN { exit !(h > 0) }'; then break; fi
     kill "$pid"

@@ -80,15 +80,7 @@ PATGATE_BENCH_SCALE="$SCALE" PATGATE_BENCH_LISTEN=127.0.0.1:0 PATGATE_BENCH_REQU
   --I1=32768,8,64 --D1=32768,8,64 --LL=1048576,16,64 --callgrind-out-file="$work/callgrind.out.%p" \
   "$HTTP_SERVER_BIN" >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
-deadline=$((SECONDS + START_TIMEOUT))
-until grep -q '^listening on' "$work/server.out" 2>/dev/null; do
-  if ! kill -0 "$server_pid" 2>/dev/null || ((SECONDS > deadline)); then
-    echo "the server did not start:" >&2
-    cat "$work/server.out" "$work/server.log" >&2
-    exit 1
-  fi
-  sleep 1
-done
+wait_listening "$work" "$server_pid" "$START_TIMEOUT" "the server"
 addr="$(sed -n 's/^listening on //p' "$work/server.out")"
 allowed_file="$work/requests/allowed.tsv"
 mixed_file="$work/requests/mixed.tsv"

@@ -1,4 +1,4 @@
-# Sourced by the forward-auth bench scripts: the `http_server` bench executable of
+# Sourced by the forward-auth bench scripts: building and starting the `http_server` bench of
 # patgate-server (the 1M-token world behind patgate_server::router).
 #
 # http_server_bin WORK TIMEOUT: prints $HTTP_SERVER_BIN if set, else builds the bench
@@ -15,4 +15,19 @@ http_server_bin() {
   fi
   [[ -x "$bin" ]] || { echo "no http_server bench executable (${bin:-none})" >&2; cat "$work/build.log" 2>/dev/null >&2; exit 1; }
   echo "$bin"
+}
+
+# wait_listening DIR PID TIMEOUT WHAT: waits until the server PID (its output in DIR/server.out,
+# its log in DIR/server.log) prints "listening on", within TIMEOUT seconds; on failure prints
+# "WHAT did not start:" with both files and exits.
+wait_listening() {
+  local dir="$1" pid="$2" deadline=$((SECONDS + $3)) what="$4"
+  until grep -q '^listening on' "$dir/server.out" 2>/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null || ((SECONDS > deadline)); then
+      echo "$what did not start:" >&2
+      cat "$dir/server.out" "$dir/server.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
 }
