@@ -41,7 +41,11 @@ impl Default for Intervals {
 }
 
 /// Writes the usage recorded since the last flush; on failure puts it back for the next.
+/// Waits for a flush in progress first: once this returns, every use recorded before the
+/// call is in the store (or was put back by a failed write), never still in another
+/// flush's hands.
 pub async fn flush_usage(shared: &Shared) -> Result<usize, StoreError> {
+    let _flushing = shared.usage_flush.lock().await;
     let uses = shared.usage.take();
     if uses.is_empty() {
         return Ok(0);

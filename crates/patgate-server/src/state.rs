@@ -62,6 +62,9 @@ pub struct Shared {
     pub clock: Clock,
     /// Token use not flushed to the store yet.
     pub usage: Usage,
+    /// Held by a usage flush from taking the use to its commit, so that a flush (the one at
+    /// shutdown) never finds the use taken by another still being written.
+    pub(crate) usage_flush: tokio::sync::Mutex<()>,
     /// Signs webhook deliveries (unsigned when `None`).
     pub webhook_secret: Option<WebhookSecret>,
     pub webhook_agent: ureq::Agent,
@@ -198,6 +201,7 @@ impl Shared {
             metrics: Metrics::default(),
             clock,
             usage: Usage::default(),
+            usage_flush: tokio::sync::Mutex::new(()),
             webhook_secret: None,
             webhook_agent: crate::webhook::agent(),
             holder: holder_name(),

@@ -48,6 +48,7 @@ on_both_backends!(
     inactive_tokens_are_revoked_once,
     usage_is_flushed_with_addresses_newest_first,
     addresses_of_one_flush_are_listed_newest_first,
+    a_flush_waits_for_the_flush_in_progress,
     webhooks_are_signed_retried_and_delivered_once,
 );
 
@@ -894,6 +895,30 @@ async fn addresses_of_one_flush_are_listed_newest_first(backend: Backend) {
     let shown = show(&app, &app.admin, id).await;
     assert_eq!(shown["last_used_at"], iso(start() + 120));
     assert_eq!(shown["last_ips"], json!(["203.0.113.9", "203.0.113.10", LOOPBACK_PEER]));
+}
+
+/// The flush at shutdown runs while the periodic one may be writing what it took: it must
+/// wait for that write, or the process ends with the use half-written (a lost use).
+async fn a_flush_waits_for_the_flush_in_progress(backend: Backend) {
+    let app = App::on(&backend).await;
+    let id = own_id(&app, &app.alice).await;
+    assert_eq!(jobs::flush_usage(&app.shared).await.unwrap(), 1);
+    app.set_now(start() + 60);
+    assert_eq!(app.reason(&app.alice, "GET", API_REGISTRY).await, "allowed");
+
+    // The first flush takes the use and waits on the store; the second starts meanwhile.
+    let mut first = std::pin::pin!(jobs::flush_usage(&app.shared));
+    assert!(poll_once(&mut first).await.is_pending(), "the store answered without waiting");
+    let mut second = std::pin::pin!(jobs::flush_usage(&app.shared));
+    assert!(poll_once(&mut second).await.is_pending(), "the second flush did not wait for the first");
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!((first.unwrap(), second.unwrap()), (1, 0));
+    assert_eq!(show(&app, &app.admin, id).await["last_used_at"], iso(start() + 60));
+}
+
+/// Polls `future` once: its answer, or `Pending` if it waits.
+async fn poll_once<F: Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|context| std::task::Poll::Ready(std::pin::Pin::new(&mut *future).poll(context))).await
 }
 
 /// One request a receiver got.
