@@ -215,6 +215,21 @@ async fn an_oversize_body_is_refused_with_413() {
 }
 
 #[tokio::test]
+async fn every_route_that_reads_a_body_refuses_one_over_the_limit() {
+    // The body limit is a layer of each route that takes a body (not of the whole router):
+    // every such route of the table must have it, whoever calls it.
+    let app = App::new().await;
+    let body = json!({ "padding": "x".repeat(patgate_server::BODY_LIMIT + 1024) }).to_string();
+    let with_body: Vec<_> = patgate_server::api::ROUTES.iter().filter(|route| route.request.is_some()).collect();
+    assert!(with_body.len() >= 10, "{} routes take a body", with_body.len());
+    for route in with_body {
+        let path = route.path.replace("{username}", "alice").replace("{id}", "1");
+        let reply = app.call_raw(route.method, &path, Some(&app.admin), body.clone()).await;
+        assert_eq!(reply.status.as_u16(), 413, "{} {path}", route.method);
+    }
+}
+
+#[tokio::test]
 async fn an_unknown_route_is_a_json_404() {
     let app = App::new().await;
     for (method, uri) in
