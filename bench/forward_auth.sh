@@ -12,10 +12,12 @@
 # server's core (the share of the run during which the hypervisor ran something else on
 # it: on this VM 0–25 %, the main source of its noise), then the ratio (b)/(a)
 # (target >= 0.80) and the server's RSS. The runs go round-robin, ROUNDS times (default 7),
-# and a closing healthz run follows the last round (in the 1m world, then two diagnoses: a
-# healthz run with (b)'s request headers, to tell the request's size from the judging, and
+# and a closing healthz run follows the last round (in the 1m world, then three diagnoses:
+# a healthz run with (b)'s request headers, to tell the request's size from the judging;
 # forward auth with one allowed request repeated, to tell the index's cache misses from the
-# rest). This 2-core VM is noisy (±20–30 % between runs seconds apart), so each round's
+# rest; and (b)'s requests answered by the bench's /bench/forward-auth-undecided, which
+# reads them as forward auth does and answers 200 without deciding, the ceiling; then, per
+# request, what deciding adds and what the target leaves for it). This 2-core VM is noisy (±20–30 % between runs seconds apart), so each round's
 # ratio divides its forward-auth rate by the mean of the healthz runs just before and just
 # after it, and the verdict is the median of those bracketed ratios (seven short rounds
 # rather than three long ones: a median of seven is moved less by one disturbed run); the
@@ -289,6 +291,10 @@ if [[ "$WORLD" == 1m ]]; then
   head -n 1 "$allowed_file" >"$work/one.tsv"
   read -r hot_rps p c st <<<"$(REQUESTS="$work/one.tsv" run allowed-hot 2xx /api/v1/forward-auth -s bench/forward_auth.lua)"
   printf '%-6s %-44s %12.0f %10.3f %7s%% %5s%%\n' "end" "(b') forward-auth, one request repeated" "$hot_rps" "$p" "$c" "$st"
+  # And (b)'s requests to the bench's own route that reads them as forward auth does and
+  # answers as it answers an allowed one, without deciding: forward auth's ceiling.
+  read -r undecided_rps p c st <<<"$(REQUESTS="$allowed_file" run undecided 2xx /bench/forward-auth-undecided -s bench/forward_auth.lua)"
+  printf '%-6s %-44s %12.0f %10.3f %7s%% %5s%%\n' "end" "(n) (b)'s requests answered without a decision" "$undecided_rps" "$p" "$c" "$st"
 fi
 # Round i's ratio: its forward-auth rate over the mean of the healthz runs before and after
 # it, which cancels a drift of the machine's speed within the round (this VM's neighbours
@@ -322,6 +328,13 @@ if [[ "$WORLD" == 1m ]]; then
     "(the share of the gap that is the request's size)"
   echo "forward auth with one request repeated (in cache) against the closing healthz: $(awk -v x="$hot_rps" -v a="${a_runs[$ROUNDS]}" 'BEGIN { printf "%.3f", x / a }')" \
     "(the ratio without the index's cache misses)"
+  echo "forward auth without its decision against the closing healthz: $(awk -v x="$undecided_rps" -v a="${a_runs[$ROUNDS]}" 'BEGIN { printf "%.3f", x / a }')" \
+    "(the ceiling: what the request and the answer cost before anything is decided)"
+  # Per request, in µs of the server's core (it is saturated in every run): what deciding
+  # adds to (n), against what the target leaves for it.
+  awk -v a="${a_runs[$ROUNDS]}" -v n="$undecided_rps" -v h="$hot_rps" -v b="$(median ${rps[b]})" 'BEGIN {
+    printf "per request: healthz %.2f µs, undecided %.2f µs; deciding adds %.2f µs (%.2f µs of it in cache);", 1e6 / a, 1e6 / n, 1e6 / b - 1e6 / n, 1e6 / h - 1e6 / n
+    printf " the target leaves %.2f µs for it\n", 1e6 / (0.8 * a) - 1e6 / n }'
 fi
 echo "ratio (b)/(a) of the medians, for comparison with earlier runs: $(awk -v b="$(median ${rps[b]})" -v a="$(median ${rps[a]})" 'BEGIN { printf "%.3f", b / a }')"
 if [[ "$WORLD" == 1m ]]; then

@@ -41,6 +41,11 @@ use std::{
     time::Instant,
 };
 
+use axum::{
+    extract::State,
+    http::{HeaderName, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
 use patgate_core::{Authority, Engine, Timestamp, catalog::Catalog, catalog::DecodeBuffer};
 use patgate_server::{Clock, Shared};
 use patgate_store::SqlStore;
@@ -139,14 +144,47 @@ fn run(scale: f64, listen: SocketAddr, temp: &Path, requests_dir: &Path) -> Benc
             }
         });
         println!("listening on {address}");
-        let server =
-            axum::serve(listener, patgate_server::router(shared).into_make_service_with_connect_info::<SocketAddr>());
+        let router = patgate_server::router(shared.clone()).merge(
+            // Without layers, as forward auth's route (see `patgate_server::router`).
+            axum::Router::new().route(UNDECIDED, axum::routing::get(undecided)).with_state(shared),
+        );
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>());
         tokio::select! {
             result = server => result?,
             () = shutdown() => {}
         }
         BenchResult::Ok(())
     })
+}
+
+/// Forward auth's HTTP work without its decision, for `bench/forward_auth.sh`'s ceiling run.
+const UNDECIDED: &str = "/bench/forward-auth-undecided";
+
+/// `GET /bench/forward-auth-undecided`: reads a forward-auth request as
+/// `patgate_server::routes::decision::forward_auth` does (the peer, the headers in one pass,
+/// the forwarded method and URI from a trusted proxy, the client address, the token) and
+/// answers as it answers an allowed request (200 with a username and a token id), but decides
+/// nothing: how fast forward auth could be if its decision cost nothing. Not a route of
+/// `patgate serve`.
+async fn undecided(State(shared): State<Arc<Shared>>, request: axum::extract::Request) -> Response {
+    let refused = || StatusCode::FORBIDDEN.into_response();
+    let Some(peer) = patgate_server::auth::peer_address(request.extensions()) else { return refused() };
+    let presented = patgate_server::auth::Presented::read(request.headers());
+    let trusted = shared.trusts_proxy(peer.ip());
+    let method = patgate_server::auth::text(presented.forwarded_method).filter(|_| trusted);
+    let uri = patgate_server::auth::text(presented.forwarded_uri).filter(|_| trusted);
+    let client = presented.client_address(&shared, Some(peer.ip()));
+    let token = presented.token(None);
+    let (Some(method), Some(uri), Some(token)) = (method, uri, token) else { return refused() };
+    std::hint::black_box((method, uri, client, &token));
+    let mut response = StatusCode::OK.into_response();
+    // Values made per request, as the handler makes them (a username copied, an id formatted).
+    if let Ok(user) = HeaderValue::from_str("user12345") {
+        response.headers_mut().insert(HeaderName::from_static("x-patgate-user"), user);
+    }
+    let id = HeaderValue::from(token.len() as u64 * 10_000 + 12_345);
+    response.headers_mut().insert(HeaderName::from_static("x-patgate-token-id"), id);
+    response
 }
 
 /// What `new_multi_thread` picks: one worker per core the process may run on.
