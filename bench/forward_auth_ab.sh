@@ -45,10 +45,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # start NAME BIN: loads the world, retrying until glibc puts it on huge pages (see
-# bench/forward_auth.sh), and prints the address.
+# bench/forward_auth.sh; the last attempt's server is kept either way), and prints the address.
 start() {
-  local name="$1" bin="$2" dir="$work/$1" attempt pid huge=0
-  for attempt in $(seq 1 "${THP_ATTEMPTS:-12}"); do
+  local name="$1" bin="$2" dir="$work/$1" attempt pid huge=0 attempts="${THP_ATTEMPTS:-12}"
+  for attempt in $(seq 1 "$attempts"); do
     rm -rf "$dir"
     mkdir -p "$dir/requests"
     GLIBC_TUNABLES=glibc.malloc.hugetlb=1 PATGATE_BENCH_LISTEN=127.0.0.1:0 PATGATE_BENCH_REQUESTS="$dir/requests" \
@@ -56,7 +56,7 @@ start() {
     pid=$!
     wait_listening "$dir" "$pid" "${START_TIMEOUT:-600}" "server $name"
     huge="$(sed -n 's/.*; \([0-9.]*\) MiB on transparent huge pages.*/\1/p' "$dir/server.out")"
-    if awk -v h="${huge:-0}" 'BEGIN { exit !(h > 0) }'; then break; fi
+    if awk -v h="${huge:-0}" 'BEGIN { exit !(h > 0) }' || ((attempt == attempts)); then break; fi
     kill "$pid"
     wait "$pid" 2>/dev/null || true
   done
