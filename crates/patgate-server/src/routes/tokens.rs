@@ -489,8 +489,39 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
         return Ok(TokenPage { tokens, total: usize::try_from(total).unwrap_or(usize::MAX), page, per_page });
     }
 
-    let rows = state.store.tokens(owner).await?;
-    let uses = group_uses(state.store.permission_uses(owner, None, window_start(state, now)).await?);
+    // With a flag filter the flags are computed here (they need the grants and the uses). When
+    // the stored columns that the query and the flags bound leave few candidates, only those
+    // rows and their uses are read (a superset: every filter runs again on them below);
+    // otherwise every row of the owner (or of everyone) and every use.
+    let Some(candidates) = FlagCandidates::of(&flags, kind, expires_before, used_after, now) else {
+        return Ok(TokenPage { tokens: Vec::new(), total: 0, page, per_page });
+    };
+    let mut candidate_query = TokenPageQuery {
+        owner,
+        kind: candidates.kind,
+        expires_before: candidates.expires_before,
+        expires_after,
+        used_before,
+        used_after: candidates.used_after,
+        name_contains: search.clone(),
+        states: None,
+        sort: TokenSort::Id,
+        descending: false,
+        limit: 0,
+        offset: 0,
+    };
+    let (_, count) = state.store.token_page(&candidate_query).await?;
+    let since = window_start(state, now);
+    let (rows, uses) = if count <= CANDIDATES_BY_ID as u64 {
+        candidate_query.limit = CANDIDATES_BY_ID;
+        let (rows, _) = state.store.token_page(&candidate_query).await?;
+        let ids: Vec<TokenId> = rows.iter().map(|row| row.id).collect();
+        let uses = state.store.permission_uses_of(&ids, since).await?;
+        (rows, uses)
+    } else {
+        (state.store.tokens(owner).await?, state.store.permission_uses(owner, None, since).await?)
+    };
+    let uses = group_uses(uses);
     let within = |value: Option<Timestamp>, before: Option<Timestamp>, after: Option<Timestamp>| {
         (before.is_none() && after.is_none())
             || value.is_some_and(|v| before.is_none_or(|b| v < b) && after.is_none_or(|a| v >= a))
@@ -541,6 +572,61 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
         .map(|row| token_response(state, row, None, now, uses_of(row)))
         .collect();
     Ok(TokenPage { tokens, total, page, per_page })
+}
+
+/// Up to this many candidate rows, a flag filter reads those rows and their grants,
+/// addresses and permission uses by id (one bound parameter each, well within SQLite's and
+/// PostgreSQL's limits); beyond it, every row and use of the owner (or of everyone).
+const CANDIDATES_BY_ID: u32 = 5_000;
+
+/// The bounds on stored columns that a flag filter implies, merged with the query's own:
+/// every token carrying all the flags lies within them.
+#[derive(Debug, PartialEq, Eq)]
+struct FlagCandidates {
+    kind: Option<TokenKind>,
+    expires_before: Option<Timestamp>,
+    used_after: Option<Timestamp>,
+}
+
+impl FlagCandidates {
+    /// `None` when no token can carry every flag of `flags` and be of `kind`.
+    fn of(
+        flags: &[crate::insight::Flag],
+        kind: Option<TokenKind>,
+        expires_before: Option<Timestamp>,
+        used_after: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Option<FlagCandidates> {
+        use crate::insight::{EXPIRING_SOON_DAYS, Flag};
+        let mut candidates = FlagCandidates { kind, expires_before, used_after };
+        for flag in flags {
+            let needs = match flag {
+                Flag::BroadLegacyScope => Some(TokenKind::Legacy),
+                Flag::WriteEverywhere | Flag::UnusedPermissions => Some(TokenKind::FineGrained),
+                Flag::NeverUsed | Flag::ExpiringSoon | Flag::ExceedsPolicy => None,
+            };
+            if let Some(needs) = needs {
+                if candidates.kind.is_some_and(|kind| kind != needs) {
+                    return None;
+                }
+                candidates.kind = Some(needs);
+            }
+            match flag {
+                // Expires within the week (`before` is exclusive).
+                Flag::ExpiringSoon => {
+                    let bound = Timestamp(now.0.saturating_add(EXPIRING_SOON_DAYS * patgate_core::time::DAY + 1));
+                    candidates.expires_before =
+                        Some(candidates.expires_before.map_or(bound, |before| before.min(bound)));
+                }
+                // Has been used: any bound on the last use leaves out the tokens never used.
+                Flag::UnusedPermissions => {
+                    candidates.used_after.get_or_insert(Timestamp(i64::MIN));
+                }
+                _ => {}
+            }
+        }
+        Some(candidates)
+    }
 }
 
 /// `GET /api/v1/personal_access_tokens`: the caller's tokens table; an administrator may
@@ -830,4 +916,44 @@ pub async fn rotate_self(State(state): State<AppState>, headers: Credentials) ->
         .ok_or_else(|| ApiError::NotFound("token does not exist".into()))?;
     let into = Replacement::same(&row);
     Ok(Json(rotate_token(&state, &caller, row, into).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use patgate_core::time::DAY;
+
+    use super::*;
+    use crate::insight::{EXPIRING_SOON_DAYS, Flag};
+
+    #[test]
+    fn flags_bound_the_columns_they_imply_and_no_more() {
+        let now = Timestamp(1_800_000_000);
+        let of = |flags: &[Flag], kind, expires_before, used_after| {
+            FlagCandidates::of(flags, kind, expires_before, used_after, now)
+        };
+        for flag in [Flag::NeverUsed, Flag::ExceedsPolicy] {
+            let unbounded = FlagCandidates { kind: None, expires_before: None, used_after: None };
+            assert_eq!(of(&[flag], None, None, None), Some(unbounded), "{flag:?}");
+        }
+        let legacy = Some(TokenKind::Legacy);
+        let fine = Some(TokenKind::FineGrained);
+        assert_eq!(of(&[Flag::BroadLegacyScope], None, None, None).map(|c| c.kind), Some(legacy));
+        assert_eq!(of(&[Flag::WriteEverywhere], fine, None, None).map(|c| c.kind), Some(fine));
+        // A flag of the other kind, or flags of both kinds: no token can carry them.
+        assert_eq!(of(&[Flag::WriteEverywhere], legacy, None, None), None);
+        assert_eq!(of(&[Flag::BroadLegacyScope, Flag::UnusedPermissions], None, None, None), None);
+        // Expiring soon: expires at most seven days from now (the bound is exclusive), and
+        // within the query's own bound when that is earlier.
+        let soon = Timestamp(now.0 + EXPIRING_SOON_DAYS * DAY + 1);
+        assert_eq!(of(&[Flag::ExpiringSoon], None, None, None).and_then(|c| c.expires_before), Some(soon));
+        let earlier = Timestamp(now.0 + DAY);
+        assert_eq!(of(&[Flag::ExpiringSoon], None, Some(earlier), None).and_then(|c| c.expires_before), Some(earlier));
+        let later = Timestamp(now.0 + 30 * DAY);
+        assert_eq!(of(&[Flag::ExpiringSoon], None, Some(later), None).and_then(|c| c.expires_before), Some(soon));
+        // Unused permissions: used at some time (the query's own bound on the last use kept).
+        let used = of(&[Flag::UnusedPermissions], None, None, None).unwrap();
+        assert_eq!((used.kind, used.used_after), (fine, Some(Timestamp(i64::MIN))));
+        let after = Timestamp(now.0 - DAY);
+        assert_eq!(of(&[Flag::UnusedPermissions], None, None, Some(after)).and_then(|c| c.used_after), Some(after));
+    }
 }

@@ -38,6 +38,92 @@ fn flags(token: &Value) -> Vec<&str> {
     token["flags"].as_array().unwrap().iter().map(|flag| flag.as_str().unwrap()).collect()
 }
 
+/// A flag filter (alone, with a kind, with an expiry bound) selects exactly the tokens whose
+/// rows in the unfiltered inventory show that flag (the database narrows the rows by what
+/// the flags imply of their columns first: it must never leave one out). Returns how many
+/// tokens carried each flag, so a caller can check its set-up exercised them.
+async fn flag_filters_keep_what_the_rows_show(app: &App, token: &str) -> Vec<(&'static str, usize)> {
+    let (every, _) = listed(app, token, INVENTORY, "per_page=1000").await;
+    let ids = |tokens: &[&Value]| tokens.iter().map(|t| t["id"].as_u64().unwrap()).collect::<Vec<_>>();
+    let flag_names = [
+        "broad_legacy_scope",
+        "write_everywhere",
+        "unused_permissions",
+        "never_used",
+        "expiring_soon",
+        "exceeds_policy",
+    ];
+    let bound = "2026-12-06";
+    let before = patgate_core::Timestamp::parse_date(bound).unwrap();
+    let mut counts = Vec::new();
+    for flag in flag_names {
+        let carrying: Vec<&Value> = every.iter().filter(|t| flags(t).contains(&flag)).collect();
+        counts.push((flag, carrying.len()));
+        for (extra, keep) in [
+            ("", (|_: &Value| true) as fn(&Value) -> bool),
+            ("&kind=legacy", |t: &Value| t["kind"] == "legacy"),
+            ("&kind=fine_grained", |t: &Value| t["kind"] == "fine_grained"),
+        ] {
+            let (kept, _) = listed(app, token, INVENTORY, &format!("per_page=1000&flag={flag}{extra}")).await;
+            let expected: Vec<&Value> = carrying.iter().copied().filter(|t| keep(t)).collect();
+            assert_eq!(ids(&kept.iter().collect::<Vec<_>>()), ids(&expected), "flag={flag}{extra}");
+        }
+        let query = format!("per_page=1000&flag={flag}&expires_before={bound}");
+        let (kept, _) = listed(app, token, INVENTORY, &query).await;
+        let expected: Vec<&Value> = carrying
+            .iter()
+            .copied()
+            .filter(|t| {
+                t["expires_at"]
+                    .as_str()
+                    .is_some_and(|at| patgate_core::Timestamp::parse_date(at).is_some_and(|at| at < before))
+            })
+            .collect();
+        assert_eq!(ids(&kept.iter().collect::<Vec<_>>()), ids(&expected), "{query}");
+    }
+    counts
+}
+
+#[tokio::test]
+async fn a_flag_filter_over_many_candidates_reads_every_row() {
+    // Beyond 5,000 candidate rows a flag filter reads every row of the owner instead of the
+    // candidates by id: the same tokens either way.
+    let app = App::new().await;
+    let bob = app.shared.engine().index.directory.user_by_name("bob").unwrap().id;
+    let format = patgate_core::TokenFormat::new("").unwrap();
+    let key = patgate_core::DigestKey::new(&[9; 32]).unwrap();
+    let legacy = patgate_core::Authority::Legacy([patgate_core::scope::LegacyScope::ReadApi].into_iter().collect());
+    let expires = patgate_core::Timestamp::parse_date("2027-06-30");
+    for n in 0..5_001 {
+        let plain = format.generate(patgate_core::TokenKind::Legacy).unwrap();
+        let token = patgate_store::NewToken {
+            owner: bob,
+            name: format!("bulk {n}"),
+            description: String::new(),
+            digest: key.digest_plain(&plain),
+            display_prefix: plain.display_prefix(),
+            authority: legacy.clone(),
+            allowed_ips: Vec::new(),
+            created_at: patgate_core::Timestamp(start()),
+            expires_at: expires,
+        };
+        let audit = patgate_store::Audit::new("token_created", patgate_store::Actor::default(), token.created_at);
+        app.shared.store.create_token(&token, audit).await.unwrap();
+    }
+    let total = |reply: &Reply| reply.header("x-total").unwrap().parse::<usize>().unwrap();
+    let (_, every) = listed(&app, &app.admin, INVENTORY, "user=bob&per_page=10").await;
+    let (_, legacy) = listed(&app, &app.admin, INVENTORY, "user=bob&per_page=10&kind=legacy").await;
+    assert!(total(&legacy) > 5_000 && total(&every) > total(&legacy), "{} {}", total(&every), total(&legacy));
+    // Nothing of bob's has been used: every token is `never_used`, the legacy ones counted
+    // over the candidates' limit too.
+    let (first, never) = listed(&app, &app.admin, INVENTORY, "user=bob&per_page=10&flag=never_used").await;
+    assert_eq!((total(&never), first.len()), (total(&every), 10));
+    let (_, never) = listed(&app, &app.admin, INVENTORY, "user=bob&per_page=10&flag=never_used&kind=legacy").await;
+    assert_eq!(total(&never), total(&legacy));
+    let (_, broad) = listed(&app, &app.admin, INVENTORY, "user=bob&flag=broad_legacy_scope").await;
+    assert_eq!(total(&broad), 0);
+}
+
 /// alice's demo token in her table (as the admin sees it: her token cannot read tokens).
 async fn alices(app: &App) -> Value {
     let (tokens, _) = listed(app, &app.admin, TOKENS, "user=alice").await;
@@ -96,6 +182,13 @@ async fn permission_uses_drive_the_unused_permissions_flag(backend: Backend) {
     jobs::flush_usage(&app.shared).await.unwrap();
     let (daves, _) = listed(&app, &app.dave, TOKENS, "").await;
     assert_eq!(flags(&daves[0]), Vec::<&str>::new(), "{daves:?}");
+
+    // Unused permissions again (the window back to 30 days), against never used.
+    app.call("PUT", SETTINGS, Some(&app.admin), Some(&json!({ "usage_window_days": 30 }))).await.expect(200);
+    let counts = flag_filters_keep_what_the_rows_show(&app, &app.admin).await;
+    assert!(
+        counts.contains(&("unused_permissions", 1)) && counts.iter().any(|(flag, n)| *flag == "never_used" && *n > 0)
+    );
 }
 
 async fn flags_mark_broad_write_everywhere_expiring_and_over_policy_tokens(backend: Backend) {
@@ -189,6 +282,14 @@ async fn flags_mark_broad_write_everywhere_expiring_and_over_policy_tokens(backe
     }
     let (bobs, _) = listed(&app, &reviewer, INVENTORY, "user=bob&state=active").await;
     assert!(bobs.is_empty(), "a blocked owner's tokens are not active: {bobs:?}");
+
+    // And the flag filters keep exactly what the rows show, every flag but
+    // `unused_permissions` present (see `permission_uses_drive_the_unused_permissions_flag`).
+    app.call("POST", "/api/v1/admin/users/bob/unblock", Some(&reviewer), None).await.expect(204);
+    let counts = flag_filters_keep_what_the_rows_show(&app, &reviewer).await;
+    for (flag, count) in counts {
+        assert!(flag == "unused_permissions" || count > 0, "no token carries {flag}");
+    }
 }
 
 async fn filters_sort_and_pages(backend: Backend) {
