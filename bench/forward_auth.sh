@@ -17,11 +17,12 @@
 # forward auth with one allowed request repeated, to tell the index's cache misses from the
 # rest; and (b)'s requests answered by the bench's /bench/forward-auth-undecided, which
 # reads them as forward auth does and answers 200 without deciding, the ceiling; then, per
-# request, what deciding adds and what the target leaves for it). This 2-core VM is noisy (±20–30 % between runs seconds apart), so each round's
-# ratio divides its forward-auth rate by the mean of the healthz runs just before and just
-# after it, and the verdict is the median of those bracketed ratios (seven short rounds
-# rather than three long ones: a median of seven is moved less by one disturbed run); the
-# medians of the rates are reported too.
+# request, what deciding adds and what the target leaves for it). This 2-core VM is noisy
+# (±20–30 % between runs seconds apart), so each round's ratio divides its forward-auth
+# rate by the mean of the healthz runs just before and just after it, and the verdict is
+# the median of those bracketed ratios (seven short rounds rather than three long ones: a
+# median of seven is moved less by one disturbed run); the medians of the rates are
+# reported too.
 #
 # Two worlds (WORLD=…):
 # - demo (default): `patgate serve --demo` (4 tokens); (b) and (c) repeat one request
