@@ -511,15 +511,21 @@ async fn table(state: &Shared, owner: Option<UserId>, query: &ListQuery) -> Resu
         offset: 0,
     };
     let (_, count) = state.store.token_page(&candidate_query).await?;
-    let since = window_start(state, now);
-    let (rows, uses) = if count <= CANDIDATES_BY_ID as u64 {
+    let mut candidates = None;
+    if count <= u64::from(CANDIDATES_BY_ID) {
         candidate_query.limit = CANDIDATES_BY_ID;
-        let (rows, _) = state.store.token_page(&candidate_query).await?;
-        let ids: Vec<TokenId> = rows.iter().map(|row| row.id).collect();
-        let uses = state.store.permission_uses_of(&ids, since).await?;
-        (rows, uses)
-    } else {
-        (state.store.tokens(owner).await?, state.store.permission_uses(owner, None, since).await?)
+        let (rows, total) = state.store.token_page(&candidate_query).await?;
+        // Tokens made since the count may have taken it past the limit: then every row.
+        candidates = (total <= u64::from(CANDIDATES_BY_ID)).then_some(rows);
+    }
+    let since = window_start(state, now);
+    let (rows, uses) = match candidates {
+        Some(rows) => {
+            let ids: Vec<TokenId> = rows.iter().map(|row| row.id).collect();
+            let uses = state.store.permission_uses_of(&ids, since).await?;
+            (rows, uses)
+        }
+        None => (state.store.tokens(owner).await?, state.store.permission_uses(owner, None, since).await?),
     };
     let uses = group_uses(uses);
     let within = |value: Option<Timestamp>, before: Option<Timestamp>, after: Option<Timestamp>| {
