@@ -61,6 +61,10 @@ pub enum Operation<'a> {
     Always,
     /// No catalog entry: closed to fine-grained tokens; legacy scopes decide.
     NotCovered,
+    /// The path has a `.`, `..` or empty segment (see [`crate::catalog::ambiguous_path`]):
+    /// proxies and servers may read it differently, so it is judged by no reading at all and
+    /// refused to every token.
+    AmbiguousPath,
 }
 
 /// One request, as the decision sees it.
@@ -150,6 +154,9 @@ pub enum DenyReason {
     LegacyDisabled,
     /// No catalog entry, and the token is fine-grained.
     EndpointNotCovered,
+    /// The path has a `.`, `..` or empty segment, plain or percent-encoded: refused to
+    /// every token, whatever the endpoint.
+    AmbiguousPath,
     /// The boundary does not exist or the owner cannot see it (answered 404).
     NotFound,
     /// No grant reaches the boundary, and it is not public.
@@ -179,6 +186,7 @@ impl DenyReason {
             DenyReason::LifetimePolicy(_) => "lifetime_policy",
             DenyReason::LegacyDisabled => "legacy_disabled",
             DenyReason::EndpointNotCovered => "endpoint_not_covered",
+            DenyReason::AmbiguousPath => "ambiguous_path",
             DenyReason::NotFound => "not_found",
             DenyReason::OutsideReach => "outside_reach",
             DenyReason::InsufficientScope(_) => "insufficient_scope",
@@ -254,6 +262,10 @@ impl DenyReason {
             }
             DenyReason::EndpointNotCovered => out.push_str(
                 "This endpoint does not support fine-grained tokens: it is not in patgate's endpoint catalog.",
+            ),
+            DenyReason::AmbiguousPath => out.push_str(
+                "The request path has a `.`, `..` or empty segment, which proxies and servers may read differently; \
+                 send the path without them.",
             ),
             DenyReason::NotFound => out.push_str("The project, group or user does not exist or is not visible."),
             DenyReason::OutsideReach => out.push_str("The token's grants do not reach this project, group or user."),
@@ -416,8 +428,9 @@ fn judge(
         }
     }
 
-    // §3.3 the endpoint.
+    // §3.3 the endpoint, of a path that means one thing only.
     let (permissions, boundary_ref) = match request.operation {
+        Operation::AmbiguousPath => return Err(DenyReason::AmbiguousPath),
         Operation::Always => return Ok(Basis::Always),
         Operation::NotCovered => {
             return match &token.authority {
@@ -494,7 +507,12 @@ struct Resolved<'d> {
 enum Target<'d> {
     Project(&'d crate::directory::Project),
     Group(&'d crate::directory::Group),
+    /// Another user than the owner.
     User(&'d User),
+    /// The owner themselves, however the request named them (`user(self)`, their id or
+    /// their username): never public, since an anonymous caller has no self, and what the
+    /// upstream serves the owner about themselves is their own view, not the public one.
+    Owner(&'d User),
     Instance,
 }
 
@@ -503,7 +521,7 @@ impl Resolved<'_> {
         match self.target {
             Target::Project(project) => reach.covers_project_within(owner, project, self.role, &self.ancestry),
             Target::Group(_) => reach.covers_group_within(owner, self.role, &self.ancestry),
-            Target::User(user) => reach.covers_user(owner, user),
+            Target::User(user) | Target::Owner(user) => reach.covers_user(owner, user),
             Target::Instance => reach.covers_instance(),
         }
     }
@@ -512,9 +530,10 @@ impl Resolved<'_> {
         match self.target {
             Target::Project(project) => Some(project.visibility),
             Target::Group(group) => Some(group.visibility),
-            // Other users' profiles and keys are public where the matrix says so.
+            // Other users' profiles and keys are public where the matrix says so; the
+            // owner's own are not (see `Target::Owner`).
             Target::User(_) => Some(Visibility::Public),
-            Target::Instance => None,
+            Target::Owner(_) | Target::Instance => None,
         }
     }
 }
@@ -547,7 +566,7 @@ fn resolve<'d>(directory: &'d Directory, owner: &User, boundary: BoundaryRef<'_>
             let user = directory.resolve_user(locator, owner.id)?;
             (user.state != crate::directory::UserState::Deleted || owner.admin).then_some(Resolved {
                 resolved: Boundary::User(user.id),
-                target: Target::User(user),
+                target: if user.id == owner.id { Target::Owner(user) } else { Target::User(user) },
                 role: None,
                 ancestry: Ancestry::NONE,
             })
@@ -597,7 +616,7 @@ fn role_allows(
         Requirement::AnyUser => Ok(()),
         Requirement::Admin => too_low,
         Requirement::SelfUser => match boundary.target {
-            Target::User(user) if user.id == owner.id => Ok(()),
+            Target::Owner(_) => Ok(()),
             Target::User(_) if as_outsider() => Ok(()),
             _ => too_low,
         },
@@ -669,9 +688,12 @@ fn legacy_covered(
     if general.is_err() && request.surface == Surface::Api {
         let known = resources.well_known();
         let all = |test: &dyn Fn(Permission) -> bool| !permissions.is_empty() && permissions.iter().all(|p| test(*p));
+        // `read_user` is GitLab's: the read-only Users API, not every read at a user
+        // boundary (`/issues`, `/projects`, `/search` and the token list need `read_api`).
         let narrow = (request.read_only
             && scopes.contains(LegacyScope::ReadUser)
-            && boundary.resolved.kind() == BoundaryKind::User)
+            && boundary.resolved.kind() == BoundaryKind::User
+            && all(&|p| p.action == Action::Read && known.serves_users_api(p.resource)))
             || (request.read_only
                 && scopes.contains(LegacyScope::ReadRepository)
                 && all(&|p| Some(p.resource) == known.repository))

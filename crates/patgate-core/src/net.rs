@@ -35,6 +35,18 @@ impl IpNet {
             _ => false,
         }
     }
+
+    /// Whether every address of `other` is in this range: the same family, a prefix at
+    /// least as long, and the same network bits.
+    pub fn contains_net(&self, other: &IpNet) -> bool {
+        match (self.address, other.address) {
+            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+                self.prefix <= other.prefix
+                    && IpNet { address: other.address, prefix: self.prefix }.network() == self.address
+            }
+            _ => false,
+        }
+    }
 }
 
 impl FromStr for IpNet {
@@ -113,5 +125,22 @@ mod tests {
         for bad in ["10.1.2.3/8", "10.0.0.0/33", "nope", "10.0.0.0/", "10.0.0.0/+8", "::/129"] {
             assert!(bad.parse::<IpNet>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_range_contains_the_ranges_inside_it_only() {
+        let net = |text: &str| text.parse::<IpNet>().unwrap();
+        let ten = net("10.0.0.0/8");
+        for inside in ["10.0.0.0/8", "10.1.0.0/16", "10.255.255.255", "10.128.0.0/9"] {
+            assert!(ten.contains_net(&net(inside)), "{inside}");
+        }
+        for outside in ["10.0.0.0/7", "11.0.0.0/8", "0.0.0.0/0", "192.168.0.0/16", "::/0"] {
+            assert!(!ten.contains_net(&net(outside)), "{outside}");
+        }
+        assert!(net("0.0.0.0/0").contains_net(&net("203.0.113.7")));
+        assert!(net("2001:db8::/32").contains_net(&net("2001:db8:1::/48")));
+        assert!(!net("2001:db8::/32").contains_net(&net("2001:db9::/48")));
+        assert!(!net("2001:db8:1::/48").contains_net(&net("2001:db8::/32")));
+        assert!(!net("::/0").contains_net(&net("10.0.0.0/8")));
     }
 }

@@ -284,6 +284,18 @@ pub struct WellKnown {
     pub container_registry: Option<ResourceId>,
     pub runner: Option<ResourceId>,
     pub personal_access_token: Option<ResourceId>,
+    /// What GitLab's Users API (`/user…`, `/users…`: profiles, SSH and GPG keys, email
+    /// addresses) and its user-level Events API (`/events`, `/users/:id/events`) serve at a
+    /// user boundary: what legacy `read_user` reads. Not the other lists a user boundary
+    /// holds (`/issues`, `/projects`, `/search`, `/snippets`, tokens, to-dos).
+    pub users_api: [Option<ResourceId>; 5],
+}
+
+impl WellKnown {
+    /// Whether `resource` is one the Users API serves (see [`WellKnown::users_api`]).
+    pub fn serves_users_api(&self, resource: ResourceId) -> bool {
+        self.users_api.contains(&Some(resource))
+    }
 }
 
 /// A problem in a resources file, with the line it is on.
@@ -328,6 +340,7 @@ impl Resources {
             container_registry: resources.id("container_registry").ok(),
             runner: resources.id("runner").ok(),
             personal_access_token: resources.id("personal_access_token").ok(),
+            users_api: ["user", "ssh_key", "gpg_key", "email", "event"].map(|name| resources.id(name).ok()),
         };
         Ok(resources)
     }

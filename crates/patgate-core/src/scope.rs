@@ -10,7 +10,8 @@ pub enum LegacyScope {
     Api,
     /// Read-only API, and pulls from the registries.
     ReadApi,
-    /// `GET /user` and the read-only `/users` endpoints.
+    /// `GET /user` and the read-only Users API (`/user…`, `/users…`: profiles, keys, emails)
+    /// and user-level Events API (`/events`, `/users/:id/events`); nothing else.
     ReadUser,
     /// Git pull over HTTP and the repository files API.
     ReadRepository,

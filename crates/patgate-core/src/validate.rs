@@ -116,8 +116,19 @@ pub enum ValidationError {
     ExpiryBeyondGroupPolicy { group: String, max_days: u32 },
     #[error("`allowed_ips`: `{0}` is not an IP address or CIDR range")]
     BadIp(String),
-    #[error("a fine-grained token can only create tokens with equal or narrower permissions")]
+    #[error("`allowed_ips`: `{range}` is not within the creating token's allowlist ({allowed})")]
+    IpBeyondCreator {
+        /// The range as the client wrote it.
+        range: String,
+        /// The creating token's ranges, comma-separated.
+        allowed: String,
+    },
+    #[error("a token can only create tokens with equal or narrower permissions than its own")]
     Escalation,
+    #[error("`scopes`: `{0}` can only be given by a creating token that holds it")]
+    ScopeNotHeld(LegacyScope),
+    #[error("`grants[{grant}].reach`: `instance` can only be given by a creating token with `admin_mode` or `sudo`")]
+    InstanceNeedsAdminMode { grant: usize },
 }
 
 fn locate(text: &str) -> Locator<'_> {
@@ -130,7 +141,10 @@ fn locate(text: &str) -> Locator<'_> {
 /// Checks a new token for `owner` at `now` and resolves its names.
 ///
 /// `creator` is the token making the request, if any: a fine-grained creator may only make
-/// tokens within its own grants, a legacy one needs `api`.
+/// tokens within its own grants, a legacy one needs `api` (and holds every admin-only scope
+/// it gives; `admin_mode` or `sudo` for an `instance` grant). A creator's IP allowlist
+/// binds the new token too: each of its ranges must lie within one of the creator's, and a
+/// new token that names none inherits the creator's list.
 pub fn validate_new_token(
     resources: &Resources,
     directory: &Directory,
@@ -158,18 +172,55 @@ pub fn validate_new_token(
         }
     };
     validate_expiry(spec.expires_at, policy, now)?;
-    let allowed_ips = spec
+    let mut allowed_ips = spec
         .allowed_ips
         .iter()
         .map(|text| IpNet::from_str(text.trim()).map_err(|_| ValidationError::BadIp(text.clone())))
         .collect::<Result<Vec<_>, _>>()?
         .into_boxed_slice();
-    if let Some(creator) = creator
-        && !authority_within(&authority, &creator.authority, directory, owner)
-    {
-        return Err(ValidationError::Escalation);
+    if let Some(creator) = creator {
+        if let Some(refusal) = escalation(&authority, &creator.authority, directory, owner) {
+            return Err(refusal);
+        }
+        allowed_ips = allowlist_within(&spec.allowed_ips, allowed_ips, &creator.allowed_ips)?;
     }
     Ok(ValidToken { authority, expires_at: spec.expires_at, allowed_ips })
+}
+
+/// Whether a token usable only from `new` is usable from nowhere the creator's `creator`
+/// allowlist excludes: an empty list means anywhere, so it is within an empty creator list
+/// only.
+pub fn allowlist_covered(new: &[IpNet], creator: &[IpNet]) -> bool {
+    creator.is_empty() || (!new.is_empty() && new.iter().all(|range| range_within(range, creator)))
+}
+
+/// Whether `range` lies within one of the ranges of `creator`.
+fn range_within(range: &IpNet, creator: &[IpNet]) -> bool {
+    creator.iter().any(|held| held.contains_net(range))
+}
+
+/// A new token's allowlist under a creator's: the creator's own when the new token names
+/// none (an empty creator list means anywhere, so nothing is inherited), else the new list,
+/// each range of which must lie within one of the creator's. `texts` are the ranges as the
+/// client wrote them, for the error.
+fn allowlist_within(
+    texts: &[String],
+    ranges: Box<[IpNet]>,
+    creator: &[IpNet],
+) -> Result<Box<[IpNet]>, ValidationError> {
+    if creator.is_empty() {
+        return Ok(ranges);
+    }
+    if ranges.is_empty() {
+        return Ok(creator.into());
+    }
+    match ranges.iter().zip(texts).find(|(range, _)| !range_within(range, creator)) {
+        Some((_, text)) => Err(ValidationError::IpBeyondCreator {
+            range: text.trim().to_owned(),
+            allowed: creator.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        }),
+        None => Ok(ranges),
+    }
 }
 
 /// Checks an expiry against the lifetime policy.
@@ -369,14 +420,43 @@ fn reach_units(reach: &Reach) -> Vec<Reach> {
 /// Whether `new` grants nothing that `creator` does not, for `owner` in the directory as
 /// it is now: every permission on every unit of every new grant is held by one creator
 /// grant whose reach contains that unit (a selected group contains its descendants).
+///
+/// A legacy creator needs what the decision calls the whole API (`api`, or `sudo` for an
+/// admin), and it cannot hand out what it could not do itself: every admin-only scope of
+/// the new token must be one it holds (`sudo` counts for `admin_mode`, as it opens admin
+/// endpoints in the decision), and an `instance` grant needs `admin_mode` or `sudo`, which
+/// the decision asks of an admin's legacy token on admin endpoints.
 pub fn authority_within(new: &Authority, creator: &Authority, directory: &Directory, owner: &User) -> bool {
+    escalation(new, creator, directory, owner).is_none()
+}
+
+/// Why `new` would grant more than `creator`, if it would (see [`authority_within`]).
+fn escalation(new: &Authority, creator: &Authority, directory: &Directory, owner: &User) -> Option<ValidationError> {
     match (new, creator) {
         (_, Authority::Legacy(scopes)) => {
-            scopes.contains(LegacyScope::Api) || (owner.admin && scopes.contains(LegacyScope::Sudo))
+            let full = scopes.contains(LegacyScope::Api) || (owner.admin && scopes.contains(LegacyScope::Sudo));
+            if !full {
+                return Some(ValidationError::Escalation);
+            }
+            let admin_mode = scopes.contains(LegacyScope::AdminMode) || scopes.contains(LegacyScope::Sudo);
+            match new {
+                Authority::Legacy(new_scopes) => new_scopes
+                    .iter()
+                    .find(|scope| {
+                        scope.admin_only()
+                            && !(scopes.contains(*scope) || (*scope == LegacyScope::AdminMode && admin_mode))
+                    })
+                    .map(ValidationError::ScopeNotHeld),
+                Authority::FineGrained(grants) => grants
+                    .iter()
+                    .position(|grant| matches!(grant.reach, Reach::Instance))
+                    .filter(|_| !admin_mode)
+                    .map(|grant| ValidationError::InstanceNeedsAdminMode { grant }),
+            }
         }
-        (Authority::Legacy(_), Authority::FineGrained(_)) => false,
+        (Authority::Legacy(_), Authority::FineGrained(_)) => Some(ValidationError::Escalation),
         (Authority::FineGrained(new_grants), Authority::FineGrained(creator_grants)) => {
-            new_grants.iter().all(|grant| {
+            let within = new_grants.iter().all(|grant| {
                 reach_units(&grant.reach).iter().all(|unit| {
                     grant.permissions.permissions().all(|permission| {
                         creator_grants.iter().any(|held| {
@@ -384,7 +464,8 @@ pub fn authority_within(new: &Authority, creator: &Authority, directory: &Direct
                         })
                     })
                 })
-            })
+            });
+            (!within).then_some(ValidationError::Escalation)
         }
     }
 }

@@ -31,7 +31,7 @@ use crate::{
 fn boundary<'r>(request: &Request<'r>) -> BoundaryRef<'r> {
     match request.operation {
         Operation::Covered { boundary, .. } => boundary,
-        Operation::Always | Operation::NotCovered => BoundaryRef::Instance,
+        Operation::Always | Operation::NotCovered | Operation::AmbiguousPath => BoundaryRef::Instance,
     }
 }
 

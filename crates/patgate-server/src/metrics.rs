@@ -16,7 +16,7 @@ const ENDPOINTS: [&str; 2] = ["decide", "forward_auth"];
 
 /// Every reason a decision can carry (`allowed` for an allow), and forward auth's own
 /// refusals; the last slot counts anything unexpected (none: a test checks every reason).
-const REASONS: [&str; 19] = [
+const REASONS: [&str; 21] = [
     "allowed",
     "invalid_token",
     "missing_token",
@@ -27,6 +27,7 @@ const REASONS: [&str; 19] = [
     "lifetime_policy",
     "legacy_disabled",
     "endpoint_not_covered",
+    "ambiguous_path",
     "not_found",
     "outside_reach",
     "insufficient_scope",
@@ -35,6 +36,7 @@ const REASONS: [&str; 19] = [
     "not_applicable",
     "untrusted_proxy",
     "missing_forwarded_request",
+    "ambiguous_forwarded_request",
     "other",
 ];
 
@@ -49,6 +51,10 @@ pub struct Metrics {
     // Per bucket (not cumulative), plus one for above the last bound.
     buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
+    catch_up_failures: AtomicU64,
+    // Since when every attempt to catch up with the change log has failed.
+    catch_up_failing_since: std::sync::Mutex<Option<std::time::Instant>>,
+    index_rebuilds: AtomicU64,
 }
 
 impl Metrics {
@@ -61,6 +67,28 @@ impl Metrics {
         let bucket = BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(BUCKETS.len());
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Records an attempt to catch up with the change log.
+    pub fn record_catch_up(&self, succeeded: bool) {
+        let mut since = self.catch_up_failing_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if succeeded {
+            *since = None;
+        } else {
+            self.catch_up_failures.fetch_add(1, Ordering::Relaxed);
+            since.get_or_insert_with(std::time::Instant::now);
+        }
+    }
+
+    /// How long every attempt to catch up has failed, if the last one did.
+    pub fn catch_up_failing_for(&self) -> Option<Duration> {
+        let since = self.catch_up_failing_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        since.map(|since| since.elapsed())
+    }
+
+    /// Records that the index was rebuilt from a snapshot (a change did not apply).
+    pub fn record_rebuild(&self) {
+        self.index_rebuilds.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -98,6 +126,24 @@ impl Metrics {
         let _ = writeln!(out, "# HELP patgate_change_sequence Last change applied to this replica's index.");
         let _ = writeln!(out, "# TYPE patgate_change_sequence gauge");
         let _ = writeln!(out, "patgate_change_sequence {sequence}");
+        let _ = writeln!(
+            out,
+            "# HELP patgate_catch_up_failing Whether the last attempt to catch up with the change log failed."
+        );
+        let _ = writeln!(out, "# TYPE patgate_catch_up_failing gauge");
+        let _ = writeln!(out, "patgate_catch_up_failing {}", u8::from(self.catch_up_failing_for().is_some()));
+        let _ = writeln!(
+            out,
+            "# HELP patgate_catch_up_failures_total Attempts to catch up with the change log that failed."
+        );
+        let _ = writeln!(out, "# TYPE patgate_catch_up_failures_total counter");
+        let _ = writeln!(out, "patgate_catch_up_failures_total {}", self.catch_up_failures.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP patgate_index_rebuilds_total Times the index was rebuilt from a snapshot because a change did not apply."
+        );
+        let _ = writeln!(out, "# TYPE patgate_index_rebuilds_total counter");
+        let _ = writeln!(out, "patgate_index_rebuilds_total {}", self.index_rebuilds.load(Ordering::Relaxed));
         out
     }
 }
@@ -107,6 +153,27 @@ mod tests {
     use patgate_core::{DenyReason, LegacyScope, LifetimeExcess, Requirement, Resources, Role};
 
     use super::*;
+
+    #[test]
+    fn a_failing_catch_up_shows_until_one_succeeds() {
+        let metrics = Metrics::default();
+        let line = |metrics: &Metrics, name: &str| {
+            metrics.render(0, 0).lines().find(|line| line.starts_with(&format!("{name} "))).map(str::to_owned)
+        };
+        assert_eq!(line(&metrics, "patgate_catch_up_failing").as_deref(), Some("patgate_catch_up_failing 0"));
+        metrics.record_catch_up(false);
+        metrics.record_catch_up(false);
+        assert!(metrics.catch_up_failing_for().is_some());
+        assert_eq!(line(&metrics, "patgate_catch_up_failing").as_deref(), Some("patgate_catch_up_failing 1"));
+        assert_eq!(
+            line(&metrics, "patgate_catch_up_failures_total").as_deref(),
+            Some("patgate_catch_up_failures_total 2")
+        );
+        metrics.record_catch_up(true);
+        assert_eq!(metrics.catch_up_failing_for(), None);
+        metrics.record_rebuild();
+        assert_eq!(line(&metrics, "patgate_index_rebuilds_total").as_deref(), Some("patgate_index_rebuilds_total 1"));
+    }
 
     #[test]
     fn every_reason_has_its_own_counter() {
@@ -122,6 +189,7 @@ mod tests {
             DenyReason::LifetimePolicy(excess),
             DenyReason::LegacyDisabled,
             DenyReason::EndpointNotCovered,
+            DenyReason::AmbiguousPath,
             DenyReason::NotFound,
             DenyReason::OutsideReach,
             DenyReason::InsufficientScope(permission),
@@ -131,7 +199,7 @@ mod tests {
         ];
         let codes = decisions.iter().map(DenyReason::code).chain(["allowed", "missing_token"]);
         // Forward auth's own refusals (routes/decision.rs).
-        let codes = codes.chain(["untrusted_proxy", "missing_forwarded_request"]);
+        let codes = codes.chain(["untrusted_proxy", "missing_forwarded_request", "ambiguous_forwarded_request"]);
         for code in codes {
             assert_ne!(REASONS[reason_index(code)], "other", "`{code}` is counted as other");
         }

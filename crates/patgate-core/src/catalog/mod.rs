@@ -220,12 +220,17 @@ impl Catalog {
     }
 
     /// Matches a method and a path as the client sent it (`/api/v4/…`, query included).
+    /// An [ambiguous](ambiguous_path) path matches nothing.
     pub fn find<'p>(&self, method: &str, path: &'p str) -> Option<Match<'_, 'p>> {
+        let path = without_query(path);
+        if ambiguous_path(path) {
+            return None;
+        }
         self.find_method(Method::from_request(method)?, path)
     }
 
+    // `path` without its query, and not ambiguous.
     fn find_method<'p>(&self, method: Method, path: &'p str) -> Option<Match<'_, 'p>> {
-        let path = path.split_once('?').map_or(path, |(path, _)| path);
         let rest = path.strip_prefix(API_PREFIX)?;
         self.router.find(&self.entries, method, rest)
     }
@@ -252,6 +257,12 @@ impl Catalog {
             on_own_token: false,
             client_ip: None,
         };
+        let path = without_query(path);
+        // Whatever the method or the endpoint: the path's meaning depends on who reads it.
+        if ambiguous_path(path) {
+            request.operation = Operation::AmbiguousPath;
+            return (request, None);
+        }
         let Some(found) = method.and_then(|method| self.find_method(method, path)) else { return (request, None) };
         let entry = found.entry;
         request.on_own_token = entry.own_token;
@@ -267,6 +278,58 @@ impl Catalog {
         };
         (request, Some(entry))
     }
+}
+
+fn without_query(path: &str) -> &str {
+    path.split_once('?').map_or(path, |(path, _)| path)
+}
+
+/// Whether a request path (without its query) has a segment whose meaning depends on who
+/// reads it: a dot segment (`.` or `..`, each dot plain or as `%2e` / `%2E`, so `.%2e` too),
+/// also between encoded slashes (`a%2F..%2Fb`: a proxy that decodes before it normalises
+/// resolves it), or an empty segment between two slashes (`a//b`, which proxies may merge).
+///
+/// Such a path is refused to every token, not judged by one of its readings: nginx hands
+/// `auth_request` the raw URI but may forward the normalised one, so `…/artifacts/../../1/variables`
+/// would be judged as a job artifact of the first project and served as another project's
+/// CI/CD variables. A single trailing slash (`/projects/17/`) is not ambiguous (it matches no
+/// template). One pass over the bytes, no allocation.
+pub fn ambiguous_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let is_dot_segment = |dots: u32, other: bool| !other && (dots == 1 || dots == 2);
+    // `%2<x>` at `index`, case-insensitive in `x` (`%2e`, `%2E`; `%2f`, `%2F`).
+    let escaped = |index: usize, lower: u8| {
+        bytes.get(index) == Some(&b'%')
+            && bytes.get(index + 1) == Some(&b'2')
+            && bytes.get(index + 2).is_some_and(|byte| (byte | 0x20) == lower)
+    };
+    // The current segment: how many dots, and whether it holds anything else.
+    let (mut dots, mut other) = (0_u32, false);
+    let mut after_slash = false;
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if byte == b'/' || escaped(index, b'f') {
+            if (byte == b'/' && after_slash) || is_dot_segment(dots, other) {
+                return true;
+            }
+            (dots, other, after_slash) = (0, false, byte == b'/');
+            index += if byte == b'/' { 1 } else { 3 };
+            continue;
+        }
+        after_slash = false;
+        if byte == b'.' {
+            dots += 1;
+            index += 1;
+        } else if escaped(index, b'e') {
+            dots += 1;
+            index += 3;
+        } else {
+            other = true;
+            index += 1;
+        }
+    }
+    is_dot_segment(dots, other)
 }
 
 fn boundary_ref<'b>(

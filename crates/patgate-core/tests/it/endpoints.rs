@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use patgate_core::{
     BoundaryRef, Locator, Operation, Resources, UserLocator,
-    catalog::{Catalog, DecodeBuffer, Entry, render_permissions_markdown},
+    catalog::{Catalog, DecodeBuffer, Entry, ambiguous_path, render_permissions_markdown},
 };
 use proptest::prelude::*;
 
@@ -30,6 +30,8 @@ enum Expect {
     Needs(&'static str, BoundaryRef<'static>),
     Always,
     NotCovered,
+    /// A `.`, `..` or empty segment: refused to every token (`ambiguous_path`).
+    Ambiguous,
 }
 
 /// One request as a client sends it, and what the catalog should make of it.
@@ -59,6 +61,10 @@ const fn always(method: &'static str, path: &'static str) -> Case {
 
 const fn not_covered(method: &'static str, path: &'static str) -> Case {
     Case { method, path, expect: Expect::NotCovered, own_token: false }
+}
+
+const fn ambiguous(method: &'static str, path: &'static str) -> Case {
+    Case { method, path, expect: Expect::Ambiguous, own_token: false }
 }
 
 const fn project_id(id: u64) -> BoundaryRef<'static> {
@@ -604,10 +610,43 @@ const CASES: &[Case] = &[
     not_covered("POST",    "/api/v4/version"),
     not_covered("GET",     "/api/v3/projects/17"),
     not_covered("GET",     "/projects/17"),
+    // A single trailing slash names no template, and no proxy reads it otherwise.
     not_covered("GET",     "/api/v4/projects/17/"),
-    not_covered("GET",     "/api/v4//projects"),
     not_covered("GET",     "/api/v4"),
     not_covered("GET",     ""),
+
+    // ── Ambiguous paths: refused to every token, not judged by their most permissive reading ──
+    // A proxy that normalises dot segments (nginx forwards the normalised `$uri`, while
+    // `auth_request` hands patgate the raw one) would serve project 1's CI/CD variables for
+    // what the catch-all reads as a job artifact of public project 3.
+    ambiguous("GET",     "/api/v4/projects/3/jobs/1/artifacts/../../../../projects/1/variables"),
+    ambiguous("PUT",     "/api/v4/projects/3/packages/maven/%2e%2e/%2e%2e/%2e%2e/1/variables/KEY"),
+    ambiguous("GET",     "/api/v4/projects/3/jobs/1/artifacts/%2E%2E/%2E%2E/x"),
+    ambiguous("GET",     "/api/v4/projects/3/jobs/1/artifacts/.%2e/x"),
+    ambiguous("GET",     "/api/v4/projects/3/jobs/1/artifacts/%2e./x"),
+    ambiguous("GET",     "/api/v4/projects/3/jobs/1/artifacts/./dist/app.js"),
+    ambiguous("GET",     "/api/v4/projects/3/jobs/1/artifacts/dist/.."),
+    ambiguous("GET",     "/api/v4/projects/3/jobs/1/artifacts/dist/%2e?job=build"),
+    // Between encoded slashes: a proxy that decodes before it normalises resolves them.
+    ambiguous("GET",     "/api/v4/projects/acme%2F..%2Fother%2Fsecret/issues"),
+    ambiguous("GET",     "/api/v4/projects/17/repository/files/src%2F.%2Fmain.rs/raw"),
+    ambiguous("GET",     "/api/v4/projects/17/repository/files/src%2f%2e%2e%2fmain.rs/raw"),
+    // Outside the catch-all and before the API prefix too, whatever the method.
+    ambiguous("GET",     "/api/v4/projects/17/../1/variables"),
+    ambiguous("GET",     "/api/v4/../v4/projects/1/variables"),
+    ambiguous("GET",     "/static/../api/v4/projects/1/variables"),
+    ambiguous("OPTIONS", "/api/v4/projects/1/.."),
+    // Empty segments, which proxies may merge (nginx `merge_slashes`); the second used to
+    // be merely not covered, which let legacy `api`/`read_api` tokens through unjudged.
+    ambiguous("GET",     "/api/v4/projects/3/jobs/1/artifacts/dist//app.js"),
+    ambiguous("GET",     "/api/v4//projects"),
+    ambiguous("GET",     "//api/v4/projects/17/issues"),
+    // Not ambiguous: more than two dots, dots inside a name, dots in the query.
+    needs("GET",    "/api/v4/projects/17/jobs/8812/artifacts/.../x",             "job_artifact:read", P17),
+    needs("GET",    "/api/v4/projects/17/jobs/8812/artifacts/dist/.env",         "job_artifact:read", P17),
+    needs("GET",    "/api/v4/projects/17/jobs/8812/artifacts/..dist/a..b/x.",    "job_artifact:read", P17),
+    needs("GET",    "/api/v4/projects/17/repository/files/src%2F..main.rs/raw",  "repository:read",   P17),
+    needs("GET",    "/api/v4/projects/17/repository/tree?path=../../etc&ref=main", "repository:read", P17),
 ];
 
 /// `merge_request:read,note:read @ Project(Id(17))`, permissions sorted.
@@ -623,6 +662,7 @@ fn describe_actual(resources: &Resources, operation: &Operation<'_>) -> String {
         }
         Operation::Always => "always".to_owned(),
         Operation::NotCovered => "not covered".to_owned(),
+        Operation::AmbiguousPath => "ambiguous".to_owned(),
     }
 }
 
@@ -631,6 +671,7 @@ fn describe_expected(expect: &Expect) -> String {
         Expect::Needs(permissions, boundary) => render(permissions.split(',').map(str::to_owned).collect(), boundary),
         Expect::Always => "always".to_owned(),
         Expect::NotCovered => "not covered".to_owned(),
+        Expect::Ambiguous => "ambiguous".to_owned(),
     }
 }
 
@@ -766,7 +807,8 @@ fn param_value() -> impl Strategy<Value = String> {
     prop_oneof![
         "[0-9]{1,9}",
         "[a-z][a-z0-9_-]{0,11}",
-        "[a-z][a-z0-9-]{0,6}(%2[Ff][a-z0-9._-]{1,8}){1,3}",
+        // Never a piece of dots alone between encoded slashes: that is an ambiguous path.
+        "[a-z][a-z0-9-]{0,6}(%2[Ff][a-z0-9_-][a-z0-9._-]{0,7}){1,3}",
         "v[0-9]\\.[0-9]{1,2}\\.[0-9]{1,2}",
         "[A-Z][A-Z0-9_]{0,15}",
     ]
@@ -829,8 +871,41 @@ fn check_request(method: &str, path: &str) {
     let mut buffer = DecodeBuffer::default();
     let request = catalog.request(method, path, &mut buffer);
     assert_eq!(request.read_only, matches!(method, "GET" | "HEAD"), "{method} {path}");
-    if catalog.find(method, path).is_none() {
+    let ambiguous = ambiguous_path(path.split_once('?').map_or(path, |(path, _)| path));
+    if ambiguous {
+        assert_eq!(request.operation, Operation::AmbiguousPath, "{method} {path}");
+        assert!(catalog.find(method, path).is_none(), "{method} {path}");
+    } else if catalog.find(method, path).is_none() {
         assert_eq!(request.operation, Operation::NotCovered, "{method} {path}");
+    }
+}
+
+/// `ambiguous_path` said plainly: an empty piece between two slashes, or a piece between
+/// slashes (plain or `%2F`) that decodes to `.` or `..`.
+fn ambiguous_oracle(path: &str) -> bool {
+    let pieces: Vec<&str> = path.split('/').collect();
+    let empty_between = pieces.len() > 2 && pieces[1..pieces.len() - 1].iter().any(|piece| piece.is_empty());
+    let dots = pieces.iter().any(|piece| {
+        piece.replace("%2F", "%2f").split("%2f").any(|part| {
+            let decoded = part.replace("%2E", ".").replace("%2e", ".");
+            decoded == "." || decoded == ".."
+        })
+    });
+    empty_between || dots
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ambiguous_paths_are_the_dot_and_empty_segments(
+        pieces in prop::collection::vec(
+            prop::sample::select(vec![".", "/", "%2e", "%2E", "%2f", "%2F", "a", "%", "2", "e", "f", "%2"]),
+            0..14,
+        ),
+    ) {
+        let path = pieces.concat();
+        prop_assert_eq!(ambiguous_path(&path), ambiguous_oracle(&path), "{}", path);
     }
 }
 

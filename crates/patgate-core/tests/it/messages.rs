@@ -36,6 +36,11 @@ fn each_deny_reason_reads_as_written() {
             DenyReason::EndpointNotCovered,
             "This endpoint does not support fine-grained tokens: it is not in patgate's endpoint catalog.",
         ),
+        (
+            DenyReason::AmbiguousPath,
+            "The request path has a `.`, `..` or empty segment, which proxies and servers may read differently; send \
+             the path without them.",
+        ),
         (DenyReason::NotFound, "The project, group or user does not exist or is not visible."),
         (DenyReason::OutsideReach, "The token's grants do not reach this project, group or user."),
         (

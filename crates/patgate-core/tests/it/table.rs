@@ -18,13 +18,15 @@
 //!   what is `resource:action,…` (an API call, read-only when every action is a read),
 //!   `git:pull` / `git:push` (Git over HTTP: repository read / update), `registry:pull` /
 //!   `registry:push` (container registry: read / create), `always` (an endpoint open to every
-//!   token) or `uncatalogued:GET` / `uncatalogued:POST`; boundary `p:<path>`, `p#<id>`,
-//!   `g:<path>`, `u:self`, `u:<username>` or `instance`. Decided at [`NOW`] unless `at:`.
+//!   token), `uncatalogued:GET` / `uncatalogued:POST` or `ambiguous` (a path with a `.`,
+//!   `..` or empty segment); boundary `p:<path>`, `p#<id>`,
+//!   `g:<path>`, `u:self`, `u:<username>`, `u#<id>` or `instance`. Decided at [`NOW`] unless
+//!   `at:`.
 
 use std::net::IpAddr;
 
 use patgate_core::DenyReason::{
-    EndpointNotCovered, Expired, IpNotAllowed, NotFound, OutsideReach, OwnerBlocked, Revoked,
+    AmbiguousPath, EndpointNotCovered, Expired, IpNotAllowed, NotFound, OutsideReach, OwnerBlocked, Revoked,
 };
 use patgate_core::{
     Action, ActionSet, Authority, Basis, BoundaryRef, Decision, DenyReason, DigestKey, Directory, Engine, Grant,
@@ -126,6 +128,16 @@ const CASES: &[Case] = table! {
         "developer legacy:read_api", "uncatalogued:POST" => NeedsScope("api");
     "endpoint open to every token, unrelated grant":
         "outsider user=ssh_key:r", "always" => ALWAYS;
+    // DESIGN §6 default deny: a path with a dot or empty segment means what the last proxy
+    // makes of it; it is judged by no reading, for no token.
+    "legacy api on an ambiguous path":
+        "developer legacy:api", "ambiguous" => Deny(AmbiguousPath);
+    "an admin's every scope on an ambiguous path":
+        "admin legacy:api,admin_mode,sudo", "ambiguous" => Deny(AmbiguousPath);
+    "fine-grained token on an ambiguous path":
+        "owner all=project:crud,issue:crud", "ambiguous" => Deny(AmbiguousPath);
+    "the token is judged first: revoked on an ambiguous path":
+        "developer legacy:api revoked", "ambiguous" => Deny(Revoked);
 
     // ---- the boundary: invisible means 404, so existence does not leak (DESIGN §3.4) ----------
     "private project the owner cannot see":
@@ -231,6 +243,29 @@ const CASES: &[Case] = table! {
         "developer user=ssh_key:r", "ssh_key:read @u:guest" => ANONYMOUS;
     "user reach: another user's tokens":
         "developer user=personal_access_token:r", "personal_access_token:read @u:guest" => Deny(OutsideReach);
+    // DESIGN §3.5 judges a request outside every reach as an anonymous one; an anonymous
+    // caller has no self: `GET /user`, the owner's keys, snippets and project list stay
+    // closed to a token without reach `user` (DESIGN §2: reach `user` opens them).
+    "a project grant does not open the owner's profile":
+        "developer sel(p:acme/platform/api)=issue:r", "user:read @u:self" => Deny(OutsideReach);
+    "...nor the owner's snippets":
+        "developer sel(p:acme/platform/api)=issue:r", "snippet:read @u:self" => Deny(OutsideReach);
+    "...nor the list of projects":
+        "developer all=issue:r", "project:read @u:self" => Deny(OutsideReach);
+    "...nor the owner's SSH keys":
+        "developer all=issue:r", "ssh_key:read @u:self" => Deny(OutsideReach);
+    // The owner named by username or id is still the owner: the upstream serves them their
+    // own view (`GET /users/:id/projects` lists their private personal projects).
+    "...nor the owner's keys named by username":
+        "developer sel(p:acme/platform/api)=issue:r", "ssh_key:read @u:developer" => Deny(OutsideReach);
+    "...nor the owner's projects named by id":
+        "alice sel(p:acme/platform/api)=issue:r", "project:read @u#1" => Deny(OutsideReach);
+    "a user grant lacking the permission":
+        "developer user=ssh_key:r", "user:read @u:self" => NeedsPermission("user:read");
+    "another user's public SSH keys stay readable without reach user":
+        "developer sel(p:acme/platform/api)=issue:r", "ssh_key:read @u:guest" => ANONYMOUS;
+    "another user's public profile by id stays readable":
+        "developer all=issue:r", "user:read @u#2" => ANONYMOUS;
     "user reach does not cover projects":
         "developer user=project:r", "project:read @p:acme/platform/api" => Deny(OutsideReach);
     "instance reach: an admin lists users":
@@ -325,6 +360,33 @@ const CASES: &[Case] = table! {
         "developer legacy:read_user", "project:read @p:acme/platform/api" => NeedsScope("read_api");
     "read_user: no writes on the user":
         "developer legacy:read_user", "ssh_key:create @u:self" => NeedsScope("api");
+    // gitlab-model §2: read_user is `GET /user` plus the read-only Users API (keys, GPG
+    // keys, emails, status, followers); GitLab's lib/api/events.rb also admits it for GET
+    // /events and /users/:id/events. Nothing else at a user boundary.
+    "read_user: own SSH keys":
+        "developer legacy:read_user", "ssh_key:read @u:self" => LEGACY;
+    "read_user: own email addresses":
+        "developer legacy:read_user", "email:read @u:self" => LEGACY;
+    "read_user: another user's GPG keys":
+        "developer legacy:read_user", "gpg_key:read @u:guest" => LEGACY;
+    "read_user: own events (the Events API admits read_user)":
+        "developer legacy:read_user", "event:read @u:self" => LEGACY;
+    "read_user: no cross-project issue list":
+        "developer legacy:read_user", "issue:read @u:self" => NeedsScope("read_api");
+    "read_user: no cross-project merge request list":
+        "developer legacy:read_user", "merge_request:read @u:self" => NeedsScope("read_api");
+    "read_user: no token inventory":
+        "developer legacy:read_user", "personal_access_token:read @u:self" => NeedsScope("read_api");
+    "read_user: no search":
+        "developer legacy:read_user", "search:read @u:self" => NeedsScope("read_api");
+    "read_user: no project list (the Projects API)":
+        "developer legacy:read_user", "project:read @u:self" => NeedsScope("read_api");
+    "read_user: no other user's project list either":
+        "developer legacy:read_user", "project:read @u:guest" => NeedsScope("read_api");
+    "read_user: no snippets":
+        "developer legacy:read_user", "snippet:read @u:self" => NeedsScope("read_api");
+    "read_user: no to-do list":
+        "developer legacy:read_user", "todo:read @u:self" => NeedsScope("read_api");
     "read_repository: Git clone":
         "developer legacy:read_repository", "git:pull @p:acme/platform/api" => LEGACY;
     "read_repository: no Git push":
@@ -527,6 +589,7 @@ enum Target<'s> {
     Group(&'s str),
     Caller,
     User(&'s str),
+    UserId(u64),
     Instance,
 }
 
@@ -534,6 +597,7 @@ enum What<'s> {
     Covered(Target<'s>),
     Always,
     NotCovered,
+    Ambiguous,
 }
 
 /// A parsed request column; [`Ask::request`] borrows it as the decision's [`Request`].
@@ -552,6 +616,7 @@ impl Ask<'_> {
         let operation = match self.what {
             What::Always => Operation::Always,
             What::NotCovered => Operation::NotCovered,
+            What::Ambiguous => Operation::AmbiguousPath,
             What::Covered(target) => Operation::Covered {
                 permissions: &self.permissions,
                 boundary: match target {
@@ -560,6 +625,7 @@ impl Ask<'_> {
                     Target::Group(path) => BoundaryRef::Group(Locator::Path(path)),
                     Target::Caller => BoundaryRef::User(UserLocator::Caller),
                     Target::User(name) => BoundaryRef::User(UserLocator::Username(name)),
+                    Target::UserId(id) => BoundaryRef::User(UserLocator::Id(id)),
                     Target::Instance => BoundaryRef::Instance,
                 },
             },
@@ -582,6 +648,7 @@ fn ask<'s>(resources: &Resources, spec: &'s str) -> Result<Ask<'s>, String> {
         "always" => (Vec::new(), Surface::Api, true, What::Always),
         "uncatalogued:GET" => (Vec::new(), Surface::Api, true, What::NotCovered),
         "uncatalogued:POST" => (Vec::new(), Surface::Api, false, What::NotCovered),
+        "ambiguous" => (Vec::new(), Surface::Api, true, What::Ambiguous),
         "git:pull" => (one("repository:read")?, Surface::Git, true, What::Covered(Target::Instance)),
         // DESIGN §4: push needs repository create/update; a push to an existing repo updates it.
         "git:push" => (one("repository:update")?, Surface::Git, false, What::Covered(Target::Instance)),
@@ -606,6 +673,8 @@ fn ask<'s>(resources: &Resources, spec: &'s str) -> Result<Ask<'s>, String> {
                 Target::Group(path)
             } else if target == "u:self" {
                 Target::Caller
+            } else if let Some(id) = target.strip_prefix("u#") {
+                Target::UserId(id.parse().map_err(|_| format!("bad user id in `{word}`"))?)
             } else if let Some(name) = target.strip_prefix("u:") {
                 Target::User(name)
             } else if target == "instance" {
@@ -774,6 +843,7 @@ fn reasons_carry_their_documented_code_and_status() {
         ("outsider all=project:r", "project:read @p:other/secret", 404, None),
         ("outsider all=project:r", "project:read @p:does/not-exist", 404, None),
         ("owner all=project:crud", "uncatalogued:POST", 403, Some("endpoint_not_covered")),
+        ("developer legacy:api", "ambiguous", 403, Some("ambiguous_path")),
         ("alice personal=issue:r", "issue:read @p:acme/platform/api", 403, Some("outside_reach")),
         (
             "developer sel(p:acme/platform/api)=merge_request:r",
@@ -806,6 +876,32 @@ fn reasons_carry_their_documented_code_and_status() {
     let (_, missing) = decide_one("outsider all=project:r", "project:read @p:other/nothing");
     assert_eq!(hidden.outcome, missing.outcome);
     assert_eq!(hidden.reason().unwrap().message(&resources), missing.reason().unwrap().message(&resources));
+}
+
+/// The review's paths, through the catalog and the decision: a catch-all that swallows
+/// `..` would judge them at public project 3 (anyone reads its job artifacts) or at a
+/// project the token reaches.
+#[test]
+fn ambiguous_paths_are_refused_to_every_token_through_the_catalog() {
+    let resources = Resources::builtin().unwrap();
+    let catalog = patgate_core::catalog::Catalog::builtin(&resources).unwrap();
+    let directory = directory();
+    let paths = [
+        ("GET", "/api/v4/projects/3/jobs/1/artifacts/../../../../projects/1/variables"),
+        ("PUT", "/api/v4/projects/3/packages/maven/%2e%2e/%2e%2e/%2e%2e/1/variables/KEY"),
+    ];
+    let tokens = ["outsider all=issue:r", "developer sel(p:acme/web)=package_registry:cr", "developer legacy:api"];
+    for (method, path) in paths {
+        for token in tokens {
+            let record = token_record(&resources, &directory, 1, token).unwrap();
+            let mut buffer = patgate_core::catalog::DecodeBuffer::default();
+            let request = catalog.request(method, path, &mut buffer);
+            let decision = decide(&resources, &directory, &record, &request, NOW);
+            assert_eq!(decision.outcome, Err(AmbiguousPath), "{token}: {method} {path}");
+            let reason = decision.reason().unwrap();
+            assert_eq!((reason.code(), reason.status()), ("ambiguous_path", 403));
+        }
+    }
 }
 
 #[test]

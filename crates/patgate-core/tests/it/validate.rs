@@ -261,10 +261,116 @@ fn a_token_only_mints_narrower_tokens() {
         check(1, &fine(vec![grant("personal_projects", &[], &[], &[("issue", &["read"])])]), Some(&member_creator))
             .is_ok()
     );
-    // Legacy creators: `api` may mint anything, `read_api` nothing.
+    // Legacy creators: `api` may mint anything it holds (see below for admin scopes),
+    // `read_api` nothing.
     let api = as_creator(check(1, &legacy(&["api"]), None).unwrap());
     let read_api = as_creator(check(1, &legacy(&["read_api"]), None).unwrap());
     let spec = fine(vec![grant("all_memberships", &[], &[], &[("issue", &["read"])])]);
     assert!(check(1, &spec, Some(&api)).is_ok());
     assert_eq!(check(1, &spec, Some(&read_api)), Err(ValidationError::Escalation));
+}
+
+/// A creating token of root (the admin) with these scopes.
+fn root_creator(scopes: &[&str]) -> TokenRecord {
+    TokenRecord { owner: UserId(2), ..as_creator(check(2, &legacy(scopes), None).unwrap()) }
+}
+
+#[test]
+fn a_legacy_creator_hands_out_no_admin_power_it_lacks() {
+    use ValidationError as E;
+    let instance = || grant("instance", &[], &[], &[("admin_user", &["read"])]);
+    let user = || grant("user", &[], &[], &[("user", &["read"])]);
+    // An admin's `api` token without admin_mode is refused on admin endpoints (decision.rs,
+    // legacy_covered): minting must not undo that gate.
+    let api = root_creator(&["api"]);
+    for (spec, expected) in [
+        (legacy(&["api", "admin_mode"]), E::ScopeNotHeld(LegacyScope::AdminMode)),
+        (legacy(&["api", "sudo"]), E::ScopeNotHeld(LegacyScope::Sudo)),
+        (legacy(&["read_api", "read_service_ping"]), E::ScopeNotHeld(LegacyScope::ReadServicePing)),
+        (fine(vec![instance()]), E::InstanceNeedsAdminMode { grant: 0 }),
+        (fine(vec![user(), instance()]), E::InstanceNeedsAdminMode { grant: 1 }),
+    ] {
+        let message = expected.to_string();
+        assert_eq!(check(2, &spec, Some(&api)), Err(expected), "{spec:?}");
+        assert!(!message.ends_with('.'), "{message}");
+    }
+    // What it holds itself, it may hand out.
+    for spec in [legacy(&["api"]), legacy(&["read_api", "read_user"]), fine(vec![user()])] {
+        assert!(check(2, &spec, Some(&api)).is_ok(), "{spec:?}");
+    }
+    // With admin_mode: admin_mode and instance grants, but still no sudo.
+    let admin_mode = root_creator(&["api", "admin_mode"]);
+    assert!(check(2, &legacy(&["api", "admin_mode"]), Some(&admin_mode)).is_ok());
+    assert!(check(2, &fine(vec![instance()]), Some(&admin_mode)).is_ok());
+    assert_eq!(
+        check(2, &legacy(&["api", "admin_mode", "sudo"]), Some(&admin_mode)),
+        Err(E::ScopeNotHeld(LegacyScope::Sudo))
+    );
+    // `sudo` alone is the whole API and admin mode for an admin (decision.rs), so it
+    // covers admin_mode and instance grants.
+    let sudo = root_creator(&["sudo"]);
+    for spec in [legacy(&["api", "admin_mode"]), legacy(&["sudo"]), fine(vec![instance()])] {
+        assert!(check(2, &spec, Some(&sudo)).is_ok(), "{spec:?}");
+    }
+    // The rotation path asks the same question.
+    let directory = directory();
+    let root = directory.user(UserId(2)).unwrap();
+    let wanted = check(2, &legacy(&["api", "admin_mode"]), None).unwrap().authority;
+    assert!(!patgate_core::validate::authority_within(&wanted, &api.authority, &directory, root));
+    assert!(patgate_core::validate::authority_within(&wanted, &admin_mode.authority, &directory, root));
+}
+
+#[test]
+fn a_creator_allowlist_binds_the_tokens_it_creates() {
+    let mint: &[(&str, &[&str])] = &[("personal_access_token", &["create"])];
+    let with_ips = |ips: &[&str]| NewTokenSpec {
+        allowed_ips: ips.iter().map(|ip| (*ip).to_owned()).collect(),
+        ..fine(vec![grant("user", &[], &[], mint)])
+    };
+    let ranges = |valid: &ValidToken| valid.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let creator = as_creator(check(1, &with_ips(&["10.0.0.0/8"]), None).unwrap());
+
+    // None given: the new token inherits the creator's list, so it is no freer than it.
+    let inherited = check(1, &with_ips(&[]), Some(&creator)).unwrap();
+    assert_eq!(ranges(&inherited), ["10.0.0.0/8"]);
+    // Narrower: kept as given.
+    let narrower = check(1, &with_ips(&["10.1.0.0/16", "10.2.3.4"]), Some(&creator)).unwrap();
+    assert_eq!(ranges(&narrower), ["10.1.0.0/16", "10.2.3.4/32"]);
+    // Wider, or elsewhere: refused, naming the range.
+    for (ips, offending) in [
+        (&["10.0.0.0/8", " 192.168.1.0/24"][..], "192.168.1.0/24"),
+        (&["0.0.0.0/0"][..], "0.0.0.0/0"),
+        (&["10.0.0.0/7"][..], "10.0.0.0/7"),
+        (&["2001:db8::/32"][..], "2001:db8::/32"),
+    ] {
+        let refused = check(1, &with_ips(ips), Some(&creator));
+        let expected =
+            ValidationError::IpBeyondCreator { range: offending.to_owned(), allowed: "10.0.0.0/8".to_owned() };
+        assert_eq!(refused, Err(expected.clone()), "{ips:?}");
+        let message = expected.to_string();
+        assert!(message.contains(&format!("`{offending}`")) && !message.ends_with('.'), "{message}");
+    }
+    // Each range within one of several creator ranges.
+    let two = as_creator(check(1, &with_ips(&["10.0.0.0/8", "2001:db8::/32"]), None).unwrap());
+    assert!(check(1, &with_ips(&["2001:db8:5::/48", "10.9.0.0/16"]), Some(&two)).is_ok());
+    assert_eq!(ranges(&check(1, &with_ips(&[]), Some(&two)).unwrap()), ["10.0.0.0/8", "2001:db8::/32"]);
+    // A creator without a list may be used from anywhere: nothing is inherited or refused.
+    let anywhere = as_creator(check(1, &with_ips(&[]), None).unwrap());
+    assert!(check(1, &with_ips(&[]), Some(&anywhere)).unwrap().allowed_ips.is_empty());
+    assert_eq!(ranges(&check(1, &with_ips(&["0.0.0.0/0"]), Some(&anywhere)).unwrap()), ["0.0.0.0/0"]);
+    // Legacy creators are bound the same way.
+    let legacy_creator = as_creator(
+        check(1, &NewTokenSpec { allowed_ips: vec!["192.0.2.0/24".into()], ..legacy(&["api"]) }, None).unwrap(),
+    );
+    assert_eq!(ranges(&check(1, &legacy(&["read_api"]), Some(&legacy_creator)).unwrap()), ["192.0.2.0/24"]);
+    assert!(matches!(
+        check(
+            1,
+            &NewTokenSpec { allowed_ips: vec!["198.51.100.0/24".into()], ..legacy(&["read_api"]) },
+            Some(&legacy_creator)
+        ),
+        Err(ValidationError::IpBeyondCreator { .. })
+    ));
+    // Without a creator (a session), the list is the client's.
+    assert!(check(1, &with_ips(&[]), None).unwrap().allowed_ips.is_empty());
 }

@@ -473,7 +473,9 @@ async fn a_legacy_token_is_replaced_by_the_fine_grained_token_it_needs(backend: 
     let secret = narrowed["token"].as_str().unwrap();
     assert!(secret.starts_with("pgfgt-"), "a fine-grained token's prefix");
     assert_eq!(app.reason(secret, "GET", API_REGISTRY).await, "allowed");
-    assert_eq!(app.reason(secret, "GET", "/api/v4/user").await, "allowed", "open to every token");
+    // The owner's own profile is no public page: an anonymous caller has no self, so only a
+    // grant with reach `user` opens `GET /user` (docs/decisions.md, "Judged as anonymous").
+    assert_eq!(app.reason(secret, "GET", "/api/v4/user").await, "outside_reach", "the owner's profile is not public");
     assert_eq!(
         app.reason(secret, "GET", "/api/v4/projects/acme%2Fplatform%2Fapi/merge_requests").await,
         "insufficient_scope"
