@@ -169,13 +169,15 @@ const UNDECIDED: &str = "/bench/forward-auth-undecided";
 async fn undecided(State(shared): State<Arc<Shared>>, request: axum::extract::Request) -> Response {
     let refused = || StatusCode::FORBIDDEN.into_response();
     let Some(peer) = patgate_server::auth::peer_address(request.extensions()) else { return refused() };
+    if !shared.trusts_proxy(peer.ip()) {
+        return refused();
+    }
     let presented = patgate_server::auth::Presented::read(request.headers());
-    let trusted = shared.trusts_proxy(peer.ip());
-    let method = patgate_server::auth::text(presented.forwarded_method).filter(|_| trusted);
-    let uri = patgate_server::auth::text(presented.forwarded_uri).filter(|_| trusted);
-    let client = presented.client_address(&shared, Some(peer.ip()));
-    let token = presented.token(None);
-    let (Some(method), Some(uri), Some(token)) = (method, uri, token) else { return refused() };
+    let Ok((method, uri)) = patgate_server::routes::decision::forwarded_request(&presented, &request) else {
+        return refused();
+    };
+    let client = presented.client_address(&shared, request.headers(), Some(peer.ip()));
+    let Some(token) = presented.token(None) else { return refused() };
     std::hint::black_box((method, uri, client, &token));
     let mut response = StatusCode::OK.into_response();
     // Values made per request, as the handler makes them (a username copied, an id formatted).

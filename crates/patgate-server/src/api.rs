@@ -1,7 +1,7 @@
 //! The route table: the router and the OpenAPI document are both built from it, so the
 //! document cannot drift from what is served.
 
-use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::routing::{MethodRouter, any, delete, get, post, put};
 use serde_json::{Value, json};
 
 use crate::{
@@ -26,6 +26,8 @@ pub enum Access {
 /// One route of the service.
 #[derive(Debug)]
 pub struct Route {
+    /// The HTTP method, or `ANY` for a route that answers every method and reads no body
+    /// (forward auth: Envoy keeps the original request's method).
     pub method: &'static str,
     pub path: &'static str,
     pub summary: &'static str,
@@ -58,7 +60,8 @@ pub const ROUTES: &[Route] = &[
     route!("GET" "/metrics", "Prometheus metrics: decisions by result and reason, latency.", Open, None, 200 None, get(health::metrics)),
     route!("GET" "/api/v1/openapi.json", "This document.", Open, None, 200 None, get(openapi)),
     route!("POST" "/api/v1/decide", "Decide a request and explain the answer (\"why was I denied?\").", Open, Some("DecideRequest"), 200 Some("DecideResponse"), post(decision::decide)),
-    route!("GET" "/api/v1/forward-auth", "Forward auth for nginx auth_request, Traefik ForwardAuth and Envoy ext_authz: 200 allows (X-Patgate-User, X-Patgate-Token-Id), 401 for missing or invalid credentials (WWW-Authenticate), 403 otherwise (X-Patgate-Missing-Permission).", Open, None, 200 None, get(decision::forward_auth)),
+    route!("ANY" "/api/v1/forward-auth", "Forward auth for nginx auth_request and Traefik ForwardAuth (the request in X-Forwarded-Method and X-Forwarded-Uri, or X-Original-Method and X-Original-URI, from a trusted proxy): 200 allows (X-Patgate-User, X-Patgate-Token-Id; both empty for a public read the token's grants do not reach, to be served as to an anonymous caller), 401 for missing or invalid credentials (WWW-Authenticate), 403 otherwise (X-Patgate-Missing-Permission).", Open, None, 200 None, any(decision::forward_auth)),
+    route!("ANY" "/api/v1/forward-auth/{*path}", "Forward auth for Envoy ext_authz (http_service, path_prefix /api/v1/forward-auth): the check request's own method and the path after the prefix are the request judged, with the answers of /api/v1/forward-auth.", Open, None, 200 None, any(decision::forward_auth)),
     route!("GET" "/api/v1/resources", "The permission catalogue: every resource at every boundary where it exists, its actions and the role each needs.", Token, None, 200 Some("ResourceList"), get(catalogue::resources)),
     route!("GET" "/api/v1/user/namespaces", "The projects and groups you can see, with your role in each (?search=, kind=project|group, limit=).", Token, None, 200 Some("NamespaceList"), get(catalogue::namespaces)),
     route!("POST" "/api/v1/session", "Sign in to the web UI with {\"username\", \"password\"} (JSON), or with no body as the user a trusted proxy names in the configured header. Sets the session cookie and answers the CSRF token. Failures are one 401 invalid_credentials, rate-limited per client address.", Open, Some("SignInRequest"), 200 Some("Session"), post(session::sign_in)),
@@ -75,7 +78,7 @@ pub const ROUTES: &[Route] = &[
     route!("DELETE" "/api/v1/personal_access_tokens/{id}", "Revoke a token.", Token, None, 204 None, delete(tokens::revoke)),
     route!("GET" "/api/v1/personal_access_tokens/{id}/suggestion", "Least privilege: what the token used within the usage window and the narrowest grants that allow all of it.", Token, None, 200 Some("Suggestion"), get(suggestion::show)),
     route!("POST" "/api/v1/personal_access_tokens/{id}/narrow", "Replace the token with its suggestion: a rotation into the narrower grants (the new secret is shown once).", Token, None, 200 Some("Token"), post(suggestion::narrow)),
-    route!("POST" "/api/v1/personal_access_tokens/{id}/rotate", "Rotate a token: a new secret with the same name and grants, the old one revoked.", Token, None, 200 Some("Token"), post(tokens::rotate)),
+    route!("POST" "/api/v1/personal_access_tokens/{id}/rotate", "Rotate a token: a new secret with the same name and grants, the old one revoked (409 for a revoked or expired token; a legacy token only while the legacy policy allows creating one).", Token, None, 200 Some("Token"), post(tokens::rotate)),
     route!("POST" "/api/v1/credentials/revoke", "Leak report (secret scanners): revoke every valid token among up to 1,000 strings (reason leaked). No authentication; rate-limited per client address; never says which strings were valid.", Open, Some("LeakReport"), 202 Some("LeakReceipt"), post(lifecycle::report_leak)),
     route!("GET" "/api/v1/audit_events", "The audit log, newest first: administrators see every event (?user=, token_id=, type=, after=, before=, before_id=, limit=); others their own.", Token, None, 200 Some("AuditPage"), get(lifecycle::audit_events)),
     route!("POST" "/api/v1/admin/token_lookup", "Which token a string is (administrators), without revoking it.", Admin, Some("TokenLookup"), 200 Some("Token"), post(lifecycle::token_lookup)),
@@ -84,7 +87,7 @@ pub const ROUTES: &[Route] = &[
     route!("POST" "/api/v1/admin/users", "Create a user.", Admin, Some("User"), 201 None, post(admin::create_user)),
     route!("DELETE" "/api/v1/admin/users/{username}", "Delete a user: their tokens stop working.", Admin, None, 204 None, delete(admin::delete_user)),
     route!("POST" "/api/v1/admin/users/{username}/block", "Block a user: their tokens are denied (owner_blocked).", Admin, None, 204 None, post(admin::block_user)),
-    route!("PUT" "/api/v1/admin/users/{username}/password", "Set a user's password: they may sign in with it; their sessions end.", Admin, Some("PasswordSet"), 204 None, put(admin::set_password)),
+    route!("PUT" "/api/v1/admin/users/{username}/password", "Set a user's password: they may sign in with it; their sessions end. Through a token, only for a user whose web session (their full live rights) is within the token's own permissions (403 escalation otherwise).", Admin, Some("PasswordSet"), 204 None, put(admin::set_password)),
     route!("POST" "/api/v1/admin/users/{username}/unblock", "Unblock a user.", Admin, None, 204 None, post(admin::unblock_user)),
     route!("POST" "/api/v1/admin/groups", "Create a group (its parent is the path's prefix).", Admin, Some("PathItem"), 201 None, post(admin::create_group)),
     route!("POST" "/api/v1/admin/projects", "Create a project in a group or a user's namespace.", Admin, Some("PathItem"), 201 None, post(admin::create_project)),
@@ -145,7 +148,10 @@ fn schemas() -> Value {
             "client_ip": string() } },
         "DecideResponse": { "type": "object", "required": ["allowed", "status", "reason", "message"], "properties": {
             "allowed": { "type": "boolean" }, "status": { "type": "integer", "enum": [200, 401, 403, 404] },
-            "reason": string(), "message": string(), "missing": { "type": "string", "example": "merge_request:update" },
+            "reason": string(), "message": string(),
+            "basis": { "type": "string", "enum": ["fine_grained", "legacy", "anonymous", "always"],
+                       "description": "what allowed it (allowed decisions only); anonymous: serve the request as to an anonymous caller" },
+            "missing": { "type": "string", "example": "merge_request:update" },
             "missing_label": { "type": "string", "example": "Merge Request: Update" },
             "resource": string(), "action": string(),
             "boundary": { "type": "object", "properties": { "kind": string(), "id": { "type": "integer" }, "path": string() } },
@@ -229,46 +235,74 @@ fn schemas() -> Value {
 }
 
 /// The OpenAPI 3.1 document of the service, built from [`ROUTES`].
+/// One operation of the document: `route` under `method`.
+fn operation(route: &Route, method: &str) -> Value {
+    let mut operation = json!({
+        "summary": route.summary,
+        "operationId": format!("{method}{}", route.path.replace(['/', '{', '}', '-', '.', '*'], "_")),
+        "responses": {
+            route.response.0.to_string(): match route.response.1 {
+                Some(schema) => json!({ "description": "success", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } }),
+                None => json!({ "description": "success" }),
+            },
+            "4XX": { "description": "refused", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+        }
+    });
+    match route.access {
+        Access::Open => {}
+        Access::Session => operation["security"] = json!([{ "session": [] }]),
+        Access::Token | Access::Admin => {
+            operation["security"] = json!([{ "privateToken": [] }, { "bearer": [] }, { "session": [] }]);
+        }
+    }
+    if route.access == Access::Admin {
+        operation["description"] = json!(
+            "Needs an administrator's token allowed the matching admin permission, or an administrator's session."
+        );
+    }
+    if let Some(schema) = route.request {
+        operation["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
+    }
+    let parameters: Vec<Value> = route
+        .path
+        .split('/')
+        .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| {
+            let name = name.trim_start_matches('*');
+            json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } })
+        })
+        .collect();
+    if !parameters.is_empty() {
+        operation["parameters"] = Value::Array(parameters);
+    }
+    operation
+}
+
+/// The methods under which the OpenAPI document lists a route.
+pub fn documented_methods(route: &Route) -> &'static [&'static str] {
+    match route.method {
+        "ANY" => &["get", "post", "put", "patch", "delete", "head", "options"],
+        "GET" => &["get"],
+        "POST" => &["post"],
+        "PUT" => &["put"],
+        "DELETE" => &["delete"],
+        _ => &[],
+    }
+}
+
+/// A route's path as the OpenAPI document writes it: a final wildcard `{*path}` becomes a
+/// parameter `{path}` (the document has no wildcards).
+pub fn documented_path(route: &Route) -> String {
+    route.path.replace("{*", "{")
+}
+
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
     for route in ROUTES {
-        let mut operation = json!({
-            "summary": route.summary,
-            "operationId": format!("{}{}", route.method.to_ascii_lowercase(), route.path.replace(['/', '{', '}', '-', '.'], "_")),
-            "responses": {
-                route.response.0.to_string(): match route.response.1 {
-                    Some(schema) => json!({ "description": "success", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } }),
-                    None => json!({ "description": "success" }),
-                },
-                "4XX": { "description": "refused", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
-            }
-        });
-        match route.access {
-            Access::Open => {}
-            Access::Session => operation["security"] = json!([{ "session": [] }]),
-            Access::Token | Access::Admin => {
-                operation["security"] = json!([{ "privateToken": [] }, { "bearer": [] }, { "session": [] }]);
-            }
+        let item = paths.entry(documented_path(route)).or_insert_with(|| json!({}));
+        for method in documented_methods(route) {
+            item[*method] = operation(route, method);
         }
-        if route.access == Access::Admin {
-            operation["description"] = json!(
-                "Needs an administrator's token allowed the matching admin permission, or an administrator's session."
-            );
-        }
-        if let Some(schema) = route.request {
-            operation["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
-        }
-        let parameters: Vec<Value> = route
-            .path
-            .split('/')
-            .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
-            .collect();
-        if !parameters.is_empty() {
-            operation["parameters"] = Value::Array(parameters);
-        }
-        let item = paths.entry(route.path.to_owned()).or_insert_with(|| json!({}));
-        item[route.method.to_ascii_lowercase()] = operation;
     }
     json!({
         "openapi": "3.1.0",

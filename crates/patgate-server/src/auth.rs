@@ -25,8 +25,8 @@ use crate::{
     state::{AppState, Shared},
 };
 
-/// What a management request presents: its headers, the client's address (the peer, or
-/// the first `X-Forwarded-For` entry when the peer is a trusted proxy), and the web session
+/// What a management request presents: its headers, the client's address (see
+/// [`client_address`]), and the web session
 /// its cookie names when it presents no token.
 #[derive(Clone)]
 pub struct Credentials {
@@ -53,10 +53,39 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// The client's address: the first `X-Forwarded-For` (or `X-Real-IP`) entry when `peer` is
-/// a trusted proxy, else the peer itself.
+/// The client's address. The peer's own, unless it is a trusted proxy; then the nearest
+/// address of `X-Forwarded-For` that is not a trusted proxy itself, the list read from its
+/// right end over every line of the header (each proxy appends the address it was sent the
+/// request from, so what lies left of the nearest untrusted entry is whatever the client
+/// wrote), or the farthest entry when every one is a trusted proxy. Without that header,
+/// `X-Real-IP`; without either, the proxy itself. An entry that is not an address gives no
+/// address at all: a token with an allowlist is then refused, never judged as the proxy.
 pub fn client_address(shared: &Shared, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
-    Presented::read(headers).client_address(shared, peer)
+    Presented::read(headers).client_address(shared, headers, peer)
+}
+
+/// The nearest untrusted address of the `X-Forwarded-For` lines: see [`client_address`].
+fn nearest_untrusted(shared: &Shared, headers: &HeaderMap) -> Option<IpAddr> {
+    let mut farthest = None;
+    for line in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        for entry in line.to_str().ok()?.rsplit(',') {
+            let entry = address(entry)?;
+            if !shared.trusts_proxy(entry) {
+                return Some(entry);
+            }
+            farthest = Some(entry);
+        }
+    }
+    farthest
+}
+
+const X_FORWARDED_FOR: axum::http::HeaderName = axum::http::HeaderName::from_static("x-forwarded-for");
+
+/// An address as proxies write it: `192.0.2.1`, `2001:db8::1`, or with a port
+/// (`192.0.2.1:4711`, `[2001:db8::1]:4711`).
+fn address(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    text.parse().ok().or_else(|| text.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
 }
 
 /// The request headers patgate authenticates and forwards with, each the first of its name,
@@ -72,40 +101,48 @@ pub struct Presented<'h> {
     pub forwarded_uri: Option<&'h HeaderValue>,
     pub original_method: Option<&'h HeaderValue>,
     pub original_uri: Option<&'h HeaderValue>,
+    /// One of the four headers naming the forwarded request came more than once.
+    pub forwarded_repeated: bool,
 }
 
 impl<'h> Presented<'h> {
     pub fn read(headers: &'h HeaderMap) -> Presented<'h> {
         let mut found = Presented::default();
         for (name, value) in headers {
-            let slot = match name.as_str() {
-                "private-token" => &mut found.private_token,
-                "authorization" => &mut found.authorization,
-                "x-forwarded-for" => &mut found.forwarded_for,
-                "x-real-ip" => &mut found.real_ip,
-                "x-forwarded-method" => &mut found.forwarded_method,
-                "x-forwarded-uri" => &mut found.forwarded_uri,
-                "x-original-method" => &mut found.original_method,
-                "x-original-uri" => &mut found.original_uri,
+            let (slot, names_request) = match name.as_str() {
+                "private-token" => (&mut found.private_token, false),
+                "authorization" => (&mut found.authorization, false),
+                "x-forwarded-for" => (&mut found.forwarded_for, false),
+                "x-real-ip" => (&mut found.real_ip, false),
+                "x-forwarded-method" => (&mut found.forwarded_method, true),
+                "x-forwarded-uri" => (&mut found.forwarded_uri, true),
+                "x-original-method" => (&mut found.original_method, true),
+                "x-original-uri" => (&mut found.original_uri, true),
                 _ => continue,
             };
             // The first value of a name, as `HeaderMap::get` answers.
-            slot.get_or_insert(value);
+            if slot.is_some() {
+                found.forwarded_repeated |= names_request;
+            } else {
+                *slot = Some(value);
+            }
         }
         found
     }
 
-    /// The client's address: see [`client_address`].
-    pub fn client_address(&self, shared: &Shared, peer: Option<IpAddr>) -> Option<IpAddr> {
-        let forwarded = || {
-            text(self.forwarded_for)
-                .and_then(|list| list.split(',').next())
-                .or_else(|| text(self.real_ip))
-                .and_then(|ip| ip.trim().parse().ok())
-        };
-        match peer {
-            Some(peer) if shared.trusts_proxy(peer) => forwarded().or(Some(peer)),
-            other => other,
+    /// The client's address: see [`client_address`]. `headers` are the ones this was read
+    /// from (every `X-Forwarded-For` line counts, not only the first).
+    pub fn client_address(&self, shared: &Shared, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
+        let peer = peer?;
+        if !shared.trusts_proxy(peer) {
+            return Some(peer);
+        }
+        if self.forwarded_for.is_some() {
+            return nearest_untrusted(shared, headers);
+        }
+        match self.real_ip {
+            Some(value) => text(Some(value)).and_then(address),
+            None => Some(peer),
         }
     }
 
@@ -146,6 +183,7 @@ impl std::fmt::Debug for Presented<'_> {
             .field("forwarded_uri", &present(self.forwarded_uri))
             .field("original_method", &self.original_method)
             .field("original_uri", &present(self.original_uri))
+            .field("forwarded_repeated", &self.forwarded_repeated)
             .finish()
     }
 }
@@ -170,7 +208,7 @@ impl FromRequestParts<AppState> for Credentials {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let peer = peer_address(&parts.extensions).map(|peer| peer.ip());
         let presented = Presented::read(&parts.headers);
-        let client_ip = presented.client_address(state, peer);
+        let client_ip = presented.client_address(state, &parts.headers, peer);
         let session = if presented.token(None).is_some() {
             SessionState::None
         } else {
@@ -267,20 +305,26 @@ impl Caller {
 /// losing the admin flag or a membership counts at once. Its id is [`SESSION_TOKEN_ID`],
 /// which no stored token has; it is never recorded as token use and never listed.
 pub fn session_token(user: &User, session: &ActiveSession) -> TokenRecord {
-    let mut scopes = ScopeSet::EMPTY.with(LegacyScope::Api);
-    if user.admin {
-        scopes = scopes.with(LegacyScope::AdminMode);
-    }
     TokenRecord {
         id: SESSION_TOKEN_ID,
         owner: user.id,
-        authority: Authority::Legacy(scopes),
+        authority: session_authority(user),
         created_at: session.row.created_at,
         // The session's own expiry was checked when it was found.
         expires_at: None,
         revoked_at: None,
         allowed_ips: Box::new([]),
     }
+}
+
+/// What a web session of `user` may do: legacy `api`, and `admin_mode` for an administrator
+/// (see [`session_token`]).
+pub fn session_authority(user: &User) -> Authority {
+    let mut scopes = ScopeSet::EMPTY.with(LegacyScope::Api);
+    if user.admin {
+        scopes = scopes.with(LegacyScope::AdminMode);
+    }
+    Authority::Legacy(scopes)
 }
 
 fn missing_credentials() -> ApiError {
@@ -450,7 +494,7 @@ pub fn authenticate_only(shared: &Shared, credentials: &Credentials) -> Result<C
         read_only: true,
         surface: Surface::Api,
         on_own_token: true,
-        client_ip: None,
+        client_ip: credentials.client_ip,
     };
     let outcome = patgate_core::authenticate(&engine.index, &engine.format, &engine.key, &presented).map(|token| {
         authenticated(shared, credentials);

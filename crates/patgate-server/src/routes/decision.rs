@@ -15,11 +15,12 @@ use crate::{
     auth::{Presented, peer_address, text},
     error::ApiError,
     extract::Body,
+    ratelimit::bucket_of,
     state::AppState,
 };
 
 /// `POST /api/v1/decide`.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecideRequest {
     pub token: String,
@@ -27,6 +28,18 @@ pub struct DecideRequest {
     /// The path as the client sent it, `/api/v4/…` with its query.
     pub path: String,
     pub client_ip: Option<String>,
+}
+
+impl std::fmt::Debug for DecideRequest {
+    // The token is a secret, and the path may carry one in its query: neither is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecideRequest")
+            .field("token", &"[redacted]")
+            .field("method", &self.method)
+            .field("path", &self.path.split_once('?').map_or(self.path.as_str(), |(path, _)| path))
+            .field("client_ip", &self.client_ip)
+            .finish()
+    }
 }
 
 /// The boundary a decision concerned.
@@ -44,6 +57,11 @@ pub struct DecideResponse {
     pub status: u16,
     pub reason: &'static str,
     pub message: String,
+    /// What allowed it: `fine_grained` (a grant), `legacy` (the scopes), `anonymous` (a
+    /// public read outside every grant's reach: serve it as to an anonymous caller) or
+    /// `always` (an endpoint open to every valid token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basis: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,6 +117,15 @@ fn judge<'c>(state: &'c AppState, token: &str, method: &str, path: &str, client_
     Judged { decision, permission, entry, user }
 }
 
+fn basis_name(basis: Basis) -> &'static str {
+    match basis {
+        Basis::FineGrained => "fine_grained",
+        Basis::Legacy => "legacy",
+        Basis::Anonymous => "anonymous",
+        Basis::Always => "always",
+    }
+}
+
 fn allow_message(basis: Basis) -> &'static str {
     match basis {
         Basis::FineGrained => "Allowed: a grant of the token covers this request.",
@@ -144,6 +171,7 @@ fn response(state: &AppState, judged: &Judged) -> DecideResponse {
         status,
         reason,
         message,
+        basis: decision.outcome.ok().map(basis_name),
         missing: missing.map(|p| engine.resources.permission_name(p)),
         missing_label: missing.map(|p| engine.resources.permission_label(p)),
         resource: shown.map(|p| engine.resources.name(p.resource).to_owned()),
@@ -156,8 +184,13 @@ fn response(state: &AppState, judged: &Judged) -> DecideResponse {
 }
 
 /// `POST /api/v1/decide`: the decision with its explanation ("why was I denied?").
+///
+/// A token that fails to authenticate counts against its caller's address, as on the
+/// management API (DESIGN §6: the answer says whether a string is a valid token, and whose),
+/// unless the caller is a trusted proxy asking for its own clients, as forward auth's are.
 pub async fn decide(
     State(state): State<AppState>,
+    extensions: axum::http::Extensions,
     Body(body): Body<DecideRequest>,
 ) -> Result<Json<DecideResponse>, ApiError> {
     let client_ip = match body.client_ip.as_deref() {
@@ -169,9 +202,17 @@ pub async fn decide(
     if body.method.is_empty() || !body.path.starts_with('/') {
         return Err(ApiError::invalid("`method` must be an HTTP method and `path` must start with `/`"));
     }
+    let peer = peer_address(&extensions).map(|peer| peer.ip());
+    let limited = !peer.is_some_and(|peer| state.trusts_proxy(peer));
+    if limited {
+        state.auth_limiter.check(bucket_of(peer)).map_err(ApiError::RateLimited)?;
+    }
     let started = Instant::now();
     let judged = judge(&state, &body.token, &body.method, &body.path, client_ip);
     state.metrics.record("decide", reason_code(&judged.decision), started.elapsed());
+    if limited && !judged.decision.reason().is_some_and(is_credential_problem) {
+        state.auth_limiter.refund(bucket_of(peer));
+    }
     Ok(Json(response(&state, &judged)))
 }
 
@@ -185,26 +226,28 @@ const X_PATGATE_USER: HeaderName = HeaderName::from_static("x-patgate-user");
 const X_PATGATE_TOKEN_ID: HeaderName = HeaderName::from_static("x-patgate-token-id");
 const X_PATGATE_MISSING_PERMISSION: HeaderName = HeaderName::from_static("x-patgate-missing-permission");
 
-/// `GET /api/v1/forward-auth`: nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz.
-/// 200 allows; 401 for missing or invalid credentials; 403 for everything else (never 404
-/// or 5xx, which proxies turn into 500).
+/// The path of forward auth; Envoy's `ext_authz` appends the original path to it.
+pub const FORWARD_AUTH_PATH: &str = "/api/v1/forward-auth";
+
+/// `/api/v1/forward-auth` (and, for Envoy, any method on `/api/v1/forward-auth/<original
+/// path>`): nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz. 200 allows; 401 for
+/// missing or invalid credentials; 403 for everything else (never 404 or 5xx, which proxies
+/// turn into 500).
 pub async fn forward_auth(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     let started = Instant::now();
     // The request is taken whole and read in place: no part of it is copied.
     let Some(peer) = peer_address(request.extensions()) else {
         return refuse_request(&state, started, Unusable::UnknownPeer);
     };
+    if !state.trusts_proxy(peer.ip()) {
+        return refuse_request(&state, started, Unusable::UntrustedProxy);
+    }
     let presented = Presented::read(request.headers());
-    let trusted = state.trusts_proxy(peer.ip());
-    let forwarded = |modern, original| if trusted { text(modern).or_else(|| text(original)) } else { None };
-    let (Some(method), Some(uri)) = (
-        forwarded(presented.forwarded_method, presented.original_method),
-        forwarded(presented.forwarded_uri, presented.original_uri),
-    ) else {
-        let unusable = if trusted { Unusable::MissingForwardedRequest } else { Unusable::UntrustedProxy };
-        return refuse_request(&state, started, unusable);
+    let (method, uri) = match forwarded_request(&presented, &request) {
+        Ok(forwarded) => forwarded,
+        Err(unusable) => return refuse_request(&state, started, unusable),
     };
-    let client_ip = presented.client_address(&state, Some(peer.ip()));
+    let client_ip = presented.client_address(&state, request.headers(), Some(peer.ip()));
     // The query is searched for a token only when no header carries one: the usual request
     // does not pay for a scan of its URI.
     let token = presented.token(None).or_else(|| presented.token(uri.split_once('?').map(|(_, query)| query)));
@@ -214,6 +257,16 @@ pub async fn forward_auth(State(state): State<AppState>, request: axum::extract:
     let judged = judge(&state, &token, method, uri, client_ip);
     state.metrics.record("forward_auth", reason_code(&judged.decision), started.elapsed());
     match judged.decision.outcome {
+        // Allowed only as anyone would be (a public read outside every grant's reach): the
+        // upstream must serve it as to an anonymous caller, not with the owner's view, so
+        // both identity headers are sent empty (a proxy that copies them then also replaces
+        // any the client sent).
+        Ok(Basis::Anonymous) => {
+            let mut response = StatusCode::OK.into_response();
+            response.headers_mut().insert(X_PATGATE_USER, HeaderValue::from_static(""));
+            response.headers_mut().insert(X_PATGATE_TOKEN_ID, HeaderValue::from_static(""));
+            response
+        }
         Ok(_) => {
             let mut response = StatusCode::OK.into_response();
             if let Some(user) = judged.user {
@@ -228,12 +281,50 @@ pub async fn forward_auth(State(state): State<AppState>, request: axum::extract:
     }
 }
 
+/// The request behind the proxy, as its method and URI (path and query).
+///
+/// Three sources may name it: the request itself when it came to
+/// `/api/v1/forward-auth/<path>` (Envoy keeps the original method and appends the original
+/// path), `X-Forwarded-Method` with `X-Forwarded-Uri` (Traefik, and the README's nginx
+/// configuration), and `X-Original-Method` with `X-Original-URI` (the usual nginx
+/// configuration). Both headers of a pair are taken together, never one of each. A proxy
+/// passes the client's own headers on, so a client may add the pair its proxy does not set:
+/// every source present must therefore name the same request, and a header given twice is
+/// refused too. Otherwise a token allowed to read could pass a `DELETE` off as a `GET`.
+pub fn forwarded_request<'r>(
+    presented: &Presented<'r>,
+    request: &'r axum::extract::Request,
+) -> Result<(&'r str, &'r str), Unusable> {
+    if presented.forwarded_repeated {
+        return Err(Unusable::AmbiguousForwardedRequest);
+    }
+    let modern = (text(presented.forwarded_method), text(presented.forwarded_uri));
+    let original = (text(presented.original_method), text(presented.original_uri));
+    let chosen = match (behind_prefix(request.uri()), modern, original) {
+        (Some(uri), ..) => (request.method().as_str(), uri),
+        (None, (Some(method), Some(uri)), _) | (None, _, (Some(method), Some(uri))) => (method, uri),
+        _ => return Err(Unusable::MissingForwardedRequest),
+    };
+    let agrees = |(method, uri): (Option<&str>, Option<&str>)| {
+        method.is_none_or(|method| method == chosen.0) && uri.is_none_or(|uri| uri == chosen.1)
+    };
+    if agrees(modern) && agrees(original) { Ok(chosen) } else { Err(Unusable::AmbiguousForwardedRequest) }
+}
+
+/// The original path and query of an Envoy check request: what follows
+/// `/api/v1/forward-auth` in the request's own URI, when that is a path.
+fn behind_prefix(uri: &axum::http::Uri) -> Option<&str> {
+    let rest = uri.path_and_query()?.as_str().strip_prefix(FORWARD_AUTH_PATH)?;
+    rest.starts_with('/').then_some(rest)
+}
+
 /// Why forward auth could not ask for a decision at all.
-#[derive(Clone, Copy, Debug)]
-enum Unusable {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unusable {
     UnknownPeer,
     UntrustedProxy,
     MissingForwardedRequest,
+    AmbiguousForwardedRequest,
     MissingToken,
 }
 
@@ -252,6 +343,11 @@ fn refuse_request(state: &AppState, started: Instant, unusable: Unusable) -> Res
         Unusable::MissingForwardedRequest => (
             "missing_forwarded_request",
             "forward auth needs X-Forwarded-Method and X-Forwarded-Uri (or X-Original-Method and X-Original-URI)",
+        ),
+        Unusable::AmbiguousForwardedRequest => (
+            "ambiguous_forwarded_request",
+            "the request is named more than once and not the same way (X-Forwarded-*, X-Original-*, the path): \
+             the proxy must set one pair and drop the client's",
         ),
         Unusable::MissingToken => ("missing_token", "No token: send PRIVATE-TOKEN or Authorization: Bearer."),
     };
@@ -447,6 +543,19 @@ mod tests {
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert!(!headers.contains_key(X_PATGATE_MISSING_PERMISSION));
         assert_eq!(body, serde_json::json!({"error": "outside_reach", "message": "Say \"no\"\\now.", "missing": null}));
+    }
+
+    #[test]
+    fn a_decide_request_shows_no_token() {
+        let request = DecideRequest {
+            token: "pgfgt-secret".to_owned(),
+            method: "GET".to_owned(),
+            path: "/api/v4/user?private_token=pgpat-query".to_owned(),
+            client_ip: None,
+        };
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("pgfgt") && !shown.contains("pgpat"), "{shown}");
+        assert!(shown.contains("/api/v4/user"), "{shown}");
     }
 
     #[test]

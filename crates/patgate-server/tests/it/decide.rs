@@ -125,6 +125,38 @@ async fn bad_tokens_are_unauthenticated_without_naming_anyone() {
 }
 
 #[tokio::test]
+async fn failed_authentications_are_limited_per_caller_unless_it_is_a_trusted_proxy() {
+    let app = App::new().await;
+    let unknown = TokenFormat::new("").unwrap().generate(TokenKind::FineGrained).unwrap();
+    let ask = |token: &str| json!({ "token": token, "method": "GET", "path": API_REGISTRY }).to_string();
+    // Valid tokens do not count, however many.
+    for _ in 0..40 {
+        let reply = app.call_raw_from("198.51.100.7", "POST", "/api/v1/decide", ask(&app.alice)).await;
+        assert_eq!(reply.expect(200).json()["allowed"], true);
+    }
+    // Failures do: the burst, then 429 with Retry-After, valid tokens included.
+    let mut answered = 0;
+    let limited = loop {
+        let reply = app.call_raw_from("198.51.100.7", "POST", "/api/v1/decide", ask(unknown.expose_secret())).await;
+        if reply.status != 200 {
+            break reply;
+        }
+        assert_eq!(reply.json()["reason"], "invalid_token");
+        answered += 1;
+        assert!(answered <= 100, "never limited");
+    };
+    assert_eq!(answered, 30, "the burst");
+    limited.expect_error(429, "rate_limited");
+    assert!(limited.header("retry-after").is_some(), "{:?}", limited.headers);
+    app.call_raw_from("198.51.100.7", "POST", "/api/v1/decide", ask(&app.alice)).await.expect(429);
+    // Another address, and a trusted proxy asking for its clients, are not limited by it.
+    app.call_raw_from("198.51.100.8", "POST", "/api/v1/decide", ask(unknown.expose_secret())).await.expect(200);
+    for _ in 0..40 {
+        app.call_raw_from("127.0.0.1", "POST", "/api/v1/decide", ask(unknown.expose_secret())).await.expect(200);
+    }
+}
+
+#[tokio::test]
 async fn the_client_address_is_checked_against_the_allowlist() {
     let app = App::new().await;
     let made = app

@@ -348,6 +348,18 @@ impl App {
         self.send(request).await
     }
 
+    /// A request without a body and with `headers`, from the peer address `peer`.
+    pub async fn call_from_with(&self, peer: &str, method: &str, uri: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let mut request = builder.body(Body::empty()).unwrap();
+        let address: IpAddr = peer.parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(SocketAddr::new(address, 41_000)));
+        self.send(request).await
+    }
+
     /// A request with a raw body sent as JSON, without a token, from the peer address `peer`.
     pub async fn call_raw_from(&self, peer: &str, method: &str, uri: &str, body: impl Into<Body>) -> Reply {
         let mut request = Request::builder()

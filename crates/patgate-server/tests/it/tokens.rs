@@ -704,8 +704,11 @@ async fn failed_authentication_is_rate_limited_per_address() {
     for _ in 0..100 {
         app.call_from("198.51.100.8", "GET", own, &app.alice).await.expect(200);
     }
-    // The decision endpoint answers for a proxy: not limited by the failures above.
+    // The decision API shares the address's budget of failures (it says whether a token is
+    // valid too)…
     let body = serde_json::json!({ "token": wrong, "method": "GET", "path": "/api/v4/user", "client_ip": guesser });
-    let decided = app.call_raw_from(guesser, "POST", "/api/v1/decide", body.to_string()).await;
+    app.call_raw_from(guesser, "POST", "/api/v1/decide", body.to_string()).await.expect_error(429, "rate_limited");
+    // …but a trusted proxy asking it for that client is not limited by them.
+    let decided = app.call_raw_from("127.0.0.1", "POST", "/api/v1/decide", body.to_string()).await;
     assert_eq!(decided.expect(200).json()["reason"], "invalid_token");
 }

@@ -9,112 +9,19 @@
 //!   403 can carry patgate's `X-Patgate-Missing-Permission`.
 
 use std::{
-    io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
     time::Duration,
 };
 
-use crate::support::{API_ISSUES, API_REGISTRY, Patgate, TempDir, request};
+use crate::{
+    support::{API_ISSUES, API_REGISTRY, Patgate, TempDir, request},
+    upstream::Upstream,
+};
 
 /// Where Debian's `nginx` package puts the binary; `PATGATE_TEST_NGINX` overrides it.
 const NGINX: &str = "/usr/sbin/nginx";
-
-/// A request as the upstream received it.
-#[derive(Clone, Debug)]
-struct Seen {
-    target: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
-
-/// The guarded service: answers 200 to everything and echoes the `X-Patgate-User` it
-/// received, in a header and in the body.
-struct Upstream {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Upstream {
-    fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let thread = {
-            let (stop, seen) = (stop.clone(), seen.clone());
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    if let Ok(stream) = stream {
-                        let _client_gone = answer(stream, &seen);
-                    }
-                }
-            })
-        };
-        Upstream { addr, stop, seen, thread: Some(thread) }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-}
-
-fn answer(stream: TcpStream, seen: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let target = line.split(' ').nth(1).unwrap_or_default().to_owned();
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_owned(), value.trim().to_owned()));
-        }
-    }
-    let request = Seen { target, headers };
-    let user = request.header("x-patgate-user").unwrap_or("").to_owned();
-    seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(request);
-    let body = format!("upstream saw X-Patgate-User: {user}\n");
-    let mut stream = reader.into_inner();
-    write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Upstream-Saw-User: {user}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop so that it sees the flag.
-        let _woken = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(thread) = self.thread.take() {
-            let _joined = thread.join();
-        }
-    }
-}
 
 /// nginx in the foreground, everything (prefix, pid, logs, temp paths) in `dir`; killed
 /// when dropped.
@@ -124,7 +31,20 @@ struct Nginx {
     error_log: PathBuf,
 }
 
-fn config(dir: &Path, port: u16, patgate: SocketAddr, upstream: SocketAddr) -> String {
+/// How the auth subrequest names the original request to patgate: the `X-Forwarded-*`
+/// pair the README configures.
+const FORWARDED_PAIR: &str = "proxy_set_header X-Forwarded-Method $request_method;
+      proxy_set_header X-Forwarded-Uri $request_uri;";
+
+/// The configuration protocols.md §3 shows (the `X-Original-*` pair), plus the client's
+/// address appended to `X-Forwarded-For`, from a source address of its own (so that only
+/// nginx, not the test's client on 127.0.0.1, is patgate's trusted proxy).
+const ORIGINAL_PAIR: &str = "proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_bind 127.0.0.2;";
+
+fn config(dir: &Path, port: u16, patgate: SocketAddr, upstream: SocketAddr, names_request: &str) -> String {
     let dir = dir.display();
     format!(
         r#"daemon off;
@@ -156,8 +76,7 @@ http {{
       proxy_pass http://{patgate}/api/v1/forward-auth;
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
-      proxy_set_header X-Forwarded-Method $request_method;
-      proxy_set_header X-Forwarded-Uri $request_uri;
+      {names_request}
     }}
     # The auth response's WWW-Authenticate is already copied by auth_request (nginx 1.22).
     location @unauthorized {{
@@ -176,13 +95,13 @@ http {{
 }
 
 impl Nginx {
-    fn start(binary: &str, dir: &Path, patgate: SocketAddr, upstream: SocketAddr) -> Nginx {
+    fn start(binary: &str, dir: &Path, patgate: SocketAddr, upstream: SocketAddr, names_request: &str) -> Nginx {
         // The port is picked by binding :0 and released for nginx, so another process may
         // take it in between: retry on "Address already in use".
         for _attempt in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let conf = dir.join("nginx.conf");
-            std::fs::write(&conf, config(dir, port, patgate, upstream)).unwrap();
+            std::fs::write(&conf, config(dir, port, patgate, upstream, names_request)).unwrap();
             let error_log = dir.join("error.log");
             let _fresh = std::fs::remove_file(&error_log);
             let mut child = Command::new(binary)
@@ -259,7 +178,7 @@ fn nginx_auth_request() {
     let patgate = Patgate::start("patgate", &patgate_dir, &["--database-url", "sqlite://patgate.db", "--demo"]);
     let alice = patgate.demo_token("alice").to_owned();
     let upstream = Upstream::start();
-    let nginx = Nginx::start(&binary, &nginx_dir, patgate.addr, upstream.addr);
+    let nginx = Nginx::start(&binary, &nginx_dir, patgate.addr, upstream.addr, FORWARDED_PAIR);
 
     // Allowed: reaches the upstream as alice, whatever X-Patgate-User the client claims.
     let allowed =
@@ -296,4 +215,92 @@ fn nginx_auth_request() {
         assert_eq!(unauthorized.json()["error"], "invalid_token");
     }
     assert_eq!(upstream.seen().len(), 2, "only the allowed requests reach the upstream");
+}
+
+/// protocols.md's configuration passes the client's own headers to patgate too: a client
+/// must not rename its request with an `X-Forwarded-*` pair, nor choose its address with
+/// `X-Forwarded-For`; and a public read outside the token's grants reaches the upstream
+/// without a user.
+#[test]
+fn nginx_auth_request_with_the_original_headers() {
+    let Some(binary) = nginx_binary() else { return };
+    let dir = TempDir::new("nginx-original");
+    let patgate_dir = dir.path().join("patgate");
+    let nginx_dir = dir.path().join("nginx");
+    std::fs::create_dir_all(&patgate_dir).unwrap();
+    std::fs::create_dir_all(&nginx_dir).unwrap();
+    let admin_file = patgate_dir.join("admin.token");
+    let args = [
+        "--database-url",
+        "sqlite://patgate.db",
+        "--demo",
+        "--trusted-proxy",
+        "127.0.0.2/32",
+        "--bootstrap-token-file",
+        admin_file.to_str().unwrap(),
+    ];
+    let patgate = Patgate::start("patgate", &patgate_dir, &args);
+    let admin = std::fs::read_to_string(&admin_file).unwrap().trim().to_owned();
+    let alice = patgate.demo_token("alice").to_owned();
+    let upstream = Upstream::start();
+    let nginx = Nginx::start(&binary, &nginx_dir, patgate.addr, upstream.addr, ORIGINAL_PAIR);
+
+    let allowed = request(nginx.addr, "GET", API_REGISTRY, &[("PRIVATE-TOKEN", &alice)], None);
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(allowed.header("x-upstream-saw-user"), Some("alice"), "{allowed:?}");
+
+    // A DELETE the token may not make, passed off as a GET (or as another path).
+    let delete = format!("{API_REGISTRY}/1");
+    for smuggled in [("X-Forwarded-Method", "GET"), ("X-Forwarded-Uri", API_REGISTRY)] {
+        let refused = request(nginx.addr, "DELETE", &delete, &[("PRIVATE-TOKEN", &alice), smuggled], None);
+        assert_eq!(refused.status, 403, "{smuggled:?}: {refused:?}");
+    }
+    let both = [("PRIVATE-TOKEN", alice.as_str()), ("X-Forwarded-Method", "GET"), ("X-Forwarded-Uri", API_REGISTRY)];
+    assert_eq!(request(nginx.addr, "DELETE", &delete, &both, None).status, 403);
+    assert_eq!(upstream.seen().len(), 1, "no refused request reaches the upstream");
+
+    // A public project's issues, outside alice's grants: served to no one in particular,
+    // whatever X-Patgate-User the client claims.
+    let public = "/api/v4/projects/acme%2Fweb%2Fsite/issues";
+    let anonymous =
+        request(nginx.addr, "GET", public, &[("PRIVATE-TOKEN", &alice), ("X-Patgate-User", "mallory")], None);
+    assert_eq!(anonymous.status, 200, "{anonymous:?}");
+    let seen = upstream.seen();
+    assert_eq!(seen.last().map(|seen| seen.target.as_str()), Some(public));
+    assert_eq!(seen.last().and_then(|seen| seen.header("x-patgate-user")), None, "{seen:?}");
+
+    // A token for 127.0.0.1 only (the test's client address, which nginx appends).
+    let made = request(
+        patgate.addr,
+        "POST",
+        "/api/v1/users/alice/personal_access_tokens",
+        &[("PRIVATE-TOKEN", &admin), ("Content-Type", "application/json")],
+        Some(&serde_json::json!({
+            "name": "loopback only", "expires_at": crate::support::date_in(30), "allowed_ips": ["127.0.0.1/32"],
+            "grants": [{ "reach": "selected", "projects": ["acme/platform/api"], "permissions": { "container_registry": ["read"] } }]
+        })),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    let pinned = made.json()["token"].as_str().unwrap().to_owned();
+    let from_here = request(nginx.addr, "GET", API_REGISTRY, &[("PRIVATE-TOKEN", &pinned)], None);
+    assert_eq!(from_here.status, 200, "{from_here:?}");
+    // Claiming another address changes nothing: nginx appends the real one, and that one counts.
+    let claimed = [("PRIVATE-TOKEN", pinned.as_str()), ("X-Forwarded-For", "192.0.2.44")];
+    assert_eq!(request(nginx.addr, "GET", API_REGISTRY, &claimed, None).status, 200);
+    // And a token for another address is refused from here, whatever the client claims.
+    let elsewhere = request(
+        patgate.addr,
+        "POST",
+        "/api/v1/users/alice/personal_access_tokens",
+        &[("PRIVATE-TOKEN", &admin), ("Content-Type", "application/json")],
+        Some(&serde_json::json!({
+            "name": "office only", "expires_at": crate::support::date_in(30), "allowed_ips": ["192.0.2.0/24"],
+            "grants": [{ "reach": "selected", "projects": ["acme/platform/api"], "permissions": { "container_registry": ["read"] } }]
+        })),
+    );
+    assert_eq!(elsewhere.status, 201, "{elsewhere:?}");
+    let office = elsewhere.json()["token"].as_str().unwrap().to_owned();
+    let spoofed = [("PRIVATE-TOKEN", office.as_str()), ("X-Forwarded-For", "192.0.2.44")];
+    let refused = request(nginx.addr, "GET", API_REGISTRY, &spoofed, None);
+    assert_eq!(refused.status, 401, "{refused:?}");
 }
