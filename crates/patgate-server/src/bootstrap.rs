@@ -1,13 +1,17 @@
 //! First start: the instance secret, the first admin and its token, and the demo data.
 
-use std::{fs, io::Write, path::Path};
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
 
 use patgate_core::{
     Authority, DigestKey, PlainToken, ScopeSet, Timestamp, TokenKind, UserState,
     scope::LegacyScope,
     validate::{AuthoritySpec, GrantSpec, LifetimePolicy, NewTokenSpec, validate_new_token},
 };
-use patgate_store::{Actor, Audit, DirectoryBatch, NewToken, Store};
+use patgate_store::{Actor, Audit, DirectoryBatch, NewToken, Store, StoreError};
 
 use crate::{error::ApiError, password::Password, routes::session::store_password, state::Shared};
 
@@ -47,32 +51,150 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     }
     let mut file = options.open(path)?;
     file.write_all(text.as_bytes())?;
-    file.write_all(b"\n")
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// A token file in the making: the secret is in a new file beside it, only its owner can
+/// read, before the token is committed, and takes the file's name after (replacing what
+/// was there), so that a file that cannot be written fails the start before anything is
+/// committed, and a committed token is never lost.
+#[derive(Debug)]
+pub struct PendingTokenFile {
+    temporary: PathBuf,
+    path: PathBuf,
+}
+
+impl PendingTokenFile {
+    /// Writes `secret` to a new temporary file in `path`'s directory.
+    pub fn prepare(path: &Path, secret: &str) -> std::io::Result<PendingTokenFile> {
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the token file needs a file name"))?;
+        let mut random = [0_u8; 6];
+        getrandom::fill(&mut random).map_err(std::io::Error::other)?;
+        let suffix: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+        let temporary = path.with_file_name(format!(".{name}.{suffix}.tmp"));
+        write_private(&temporary, secret)?;
+        Ok(PendingTokenFile { temporary, path: path.to_owned() })
+    }
+
+    /// Gives the file its name; on failure the secret stays in the temporary file, named
+    /// in the error.
+    pub fn commit(self) -> Result<PathBuf, (PathBuf, std::io::Error)> {
+        match fs::rename(&self.temporary, &self.path) {
+            Ok(()) => Ok(self.path),
+            Err(error) => Err((self.temporary, error)),
+        }
+    }
+
+    /// Removes the temporary file (nothing was committed).
+    pub fn discard(self) {
+        let _ignored = fs::remove_file(&self.temporary);
+    }
+}
+
+/// What [`bootstrap_admin`] made.
+#[derive(Debug)]
+pub struct Bootstrapped {
+    pub token: PlainToken,
+    /// Whether user `admin` was created (a first start), rather than given a new token.
+    pub created_user: bool,
+    /// Where the token was written, when a file was asked for: the file, or (when it could
+    /// not take the file's name) the temporary file that holds it, and why.
+    pub file: Option<Result<PathBuf, (PathBuf, std::io::Error)>>,
+}
+
+/// Why [`bootstrap_admin`] made nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the new token has no secret: {0}")]
+    Token(String),
+    #[error("writing the token file {}: {error}", path.display())]
+    File { path: PathBuf, error: std::io::Error },
+}
+
+impl From<BootstrapError> for ApiError {
+    fn from(error: BootstrapError) -> ApiError {
+        match error {
+            BootstrapError::Store(error) => error.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
 }
 
 /// On an empty database: user `admin` and a token for it (`api`, `admin_mode`), returned
-/// once to be shown.
+/// once to be shown. See [`bootstrap_admin`].
 pub async fn ensure_admin(shared: &Shared) -> Result<Option<PlainToken>, ApiError> {
-    if !shared.store.snapshot_is_empty().await? {
+    Ok(bootstrap_admin(shared, None).await?.map(|made| made.token))
+}
+
+/// The user administration starts from.
+pub const BOOTSTRAP_USER: &str = "admin";
+
+/// When no administrator can manage the instance (a first start, or every admin token
+/// revoked or expired and no admin password: see `Store::admin_access_exists`): makes user
+/// `admin` an active administrator with a new token (`api`, `admin_mode`, the longest
+/// lifetime the policy allows), the user and the token in one transaction. With `file`,
+/// the secret is written beside it before the commit (a file that cannot be written
+/// commits nothing) and takes its name after. Returns the token, to be shown once.
+pub async fn bootstrap_admin(shared: &Shared, file: Option<&Path>) -> Result<Option<Bootstrapped>, BootstrapError> {
+    let now = shared.clock.now();
+    if shared.store.admin_access_exists(now).await? {
         return Ok(None);
     }
-    let now = shared.clock.now();
-    let system = Actor::default();
-    let (admin, _) =
-        shared.store.create_user("admin", "Administrator", true, Audit::new("user_created", system, now)).await?;
     let scopes: ScopeSet = [LegacyScope::Api, LegacyScope::AdminMode].into_iter().collect();
+    let authority = Authority::Legacy(scopes);
     let settings = shared.settings();
     let today = Timestamp(now.0 - now.0.rem_euclid(patgate_core::time::DAY));
-    let token = mint(
-        shared,
-        admin,
-        "bootstrap",
-        Authority::Legacy(scopes),
-        Some(today.plus_days(i64::from(settings.max_lifetime_days))),
-        now,
-    )
-    .await?;
-    Ok(Some(token))
+    let (plain, digest) = {
+        let engine = shared.engine();
+        let plain =
+            engine.format.generate(authority.kind()).map_err(|error| BootstrapError::Token(error.to_string()))?;
+        let digest = engine.key.digest_plain(&plain);
+        (plain, digest)
+    };
+    let token = NewToken {
+        // The store gives it to the admin user.
+        owner: patgate_core::UserId(0),
+        name: "bootstrap".to_owned(),
+        description: String::new(),
+        digest,
+        display_prefix: plain.display_prefix(),
+        authority,
+        allowed_ips: Vec::new(),
+        created_at: now,
+        expires_at: Some(today.plus_days(i64::from(settings.max_lifetime_days))),
+    };
+    let pending = match file {
+        Some(path) => Some(
+            PendingTokenFile::prepare(path, plain.expose_secret())
+                .map_err(|error| BootstrapError::File { path: path.to_owned(), error })?,
+        ),
+        None => None,
+    };
+    let created_user = shared.engine().index.directory.user_by_name(BOOTSTRAP_USER).is_none();
+    let made = match shared.store.bootstrap_admin(BOOTSTRAP_USER, "Administrator", &token).await {
+        Ok(made) => made,
+        Err(error) => {
+            if let Some(pending) = pending {
+                pending.discard();
+            }
+            return Err(error.into());
+        }
+    };
+    if made.is_none() {
+        // Another replica bootstrapped meanwhile.
+        if let Some(pending) = pending {
+            pending.discard();
+        }
+        return Ok(None);
+    }
+    shared.catch_up_after_write().await;
+    Ok(Some(Bootstrapped { token: plain, created_user, file: pending.map(PendingTokenFile::commit) }))
 }
 
 async fn mint(

@@ -120,6 +120,11 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} does not exist")),
             StoreError::Conflict(detail) if detail.contains("already revoked") => ApiError::Conflict(detail),
+            // A path another kind of thing holds ("a group at `acme/x`"): the store's own
+            // words, no database's.
+            StoreError::Conflict(detail) if detail.ends_with('`') && detail.contains(" at `") => {
+                ApiError::Conflict(format!("{detail} already exists"))
+            }
             StoreError::Conflict(_) => ApiError::Conflict("it already exists".to_owned()),
             StoreError::Database(detail) => ApiError::Unavailable(detail),
             other => ApiError::Internal(other.to_string()),

@@ -46,18 +46,28 @@ impl Default for Intervals {
 /// flush's hands.
 pub async fn flush_usage(shared: &Shared) -> Result<usize, StoreError> {
     let _flushing = shared.usage_flush.lock().await;
-    let uses = shared.usage.take();
-    if uses.is_empty() {
-        return Ok(0);
-    }
-    match shared.store.record_usage(&uses).await {
-        Ok(_) => Ok(uses.len()),
-        Err(error) => {
-            shared.usage.restore(uses);
-            Err(error)
+    let mut uses = shared.usage.take();
+    let mut flushed = 0;
+    // A few hundred tokens a transaction: on SQLite, with one writer at a time, a
+    // revocation waits for one of them at most, not for the whole flush.
+    while !uses.is_empty() {
+        let rest = uses.split_off(uses.len().min(USAGE_FLUSH_CHUNK));
+        match shared.store.record_usage(&uses).await {
+            Ok(_) => flushed += uses.len(),
+            Err(error) => {
+                // What was written stays written (counts are added, never twice).
+                uses.extend(rest);
+                shared.usage.restore(uses);
+                return Err(error);
+            }
         }
+        uses = rest;
     }
+    Ok(flushed)
 }
+
+/// Tokens whose use one transaction of a flush records.
+pub const USAGE_FLUSH_CHUNK: usize = 500;
 
 /// Sends each expiry notice now due (60, 30, 7 days before and on the day), once per token.
 pub async fn send_expiry_notices(shared: &Shared) -> Result<usize, StoreError> {
@@ -154,9 +164,10 @@ pub async fn deliver_webhooks(shared: &Shared) -> Result<usize, StoreError> {
             if attempt.error.is_none() {
                 delivered += 1;
             } else {
+                // The receiver's host only: a webhook URL may carry a secret.
                 tracing::warn!(
                     delivery = delivery.id,
-                    url = %delivery.url,
+                    receiver = %crate::webhook::receiver(&delivery.url),
                     error = attempt.error.as_deref().unwrap_or(""),
                     "webhook delivery failed; will retry"
                 );

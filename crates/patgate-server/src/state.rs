@@ -2,6 +2,7 @@
 //! log, and what every handler needs.
 
 use std::{
+    collections::{HashMap, HashSet},
     net::IpAddr,
     sync::{Arc, RwLock, RwLockReadGuard},
 };
@@ -55,8 +56,8 @@ pub struct Shared {
     pub catalog: Catalog,
     pub store: SqlStore,
     settings: RwLock<Settings>,
-    // The last change applied to the index; held while applying, so changes apply in order.
-    applied: Mutex<i64>,
+    // Where the index is in the change log; held while applying, so changes apply in order.
+    applied: Mutex<Applied>,
     pub trusted_proxies: Vec<IpNet>,
     pub metrics: Metrics,
     pub clock: Clock,
@@ -122,32 +123,192 @@ pub const FAILED_AUTHS_PER_MINUTE: u32 = 30;
 /// The handle handlers receive.
 pub type AppState = Arc<Shared>;
 
-/// Builds the index from a store snapshot.
-async fn load_index(store: &SqlStore) -> Result<(Index, i64), StoreError> {
+/// Where a replica's index is in the change log.
+#[derive(Debug, Default)]
+struct Applied {
+    /// The last change read (applied, or deferred).
+    sequence: i64,
+    /// Changes that did not apply when read, retried once the log is read to its end: a
+    /// change is applied by re-reading its thing's *current* row, which may already refer
+    /// to what a later change creates or frees (a project moved into a group created
+    /// after its first change), so it may not fit an index that has not applied those yet.
+    deferred: Vec<(i64, Change)>,
+    /// What the last load left out.
+    left_out: LeftOut,
+}
+
+/// Users, groups and projects the index was loaded without (two things on one path in the
+/// database, or what lives in one left out): a change naming them cannot apply either.
+#[derive(Debug, Default)]
+struct LeftOut {
+    users: HashSet<u64>,
+    groups: HashSet<u64>,
+    projects: HashSet<u64>,
+}
+
+impl LeftOut {
+    /// Whether `change` is about something left out.
+    fn names(&self, change: &Change) -> bool {
+        match *change {
+            Change::User { id } => self.users.contains(&id),
+            Change::Group { id } => self.groups.contains(&id),
+            Change::Project { id } => self.projects.contains(&id),
+            Change::Membership { user, group, project } => {
+                self.users.contains(&user)
+                    || group.is_some_and(|group| self.groups.contains(&group))
+                    || project.is_some_and(|project| self.projects.contains(&project))
+            }
+            Change::Token { .. } | Change::Settings => false,
+        }
+    }
+}
+
+/// An index built from a snapshot, with what it reflects.
+struct Loaded {
+    index: Index,
+    sequence: i64,
+    settings: Settings,
+    left_out: LeftOut,
+}
+
+/// Items left out of an index that are named one by one in the log; the rest are counted.
+const LEFT_OUT_LOGGED: usize = 20;
+
+/// The kinds of things that hold a path, in the order they load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum PathHolder {
+    User,
+    Group,
+    Project,
+}
+
+impl PathHolder {
+    fn name(self) -> &'static str {
+        match self {
+            PathHolder::User => "user",
+            PathHolder::Group => "group",
+            PathHolder::Project => "project",
+        }
+    }
+}
+
+/// Builds the index from a store snapshot. A database that breaks the directory's rules
+/// (two things on one path, written by replicas that did not check each other) still
+/// loads: the thing created later is left out, and what lives in it, each named in the log.
+async fn load_index(store: &SqlStore) -> Result<Loaded, StoreError> {
     let snapshot = store.snapshot().await?;
     let mut index = Index::new();
     let directory = &mut index.directory;
     directory.reserve(snapshot.users.len(), snapshot.groups.len(), snapshot.projects.len());
-    let corrupt = |error: patgate_core::DirectoryError| StoreError::Corrupt(error.to_string());
+
+    // One path names one thing: of several, the first created keeps it.
+    let mut holders: HashMap<String, (Timestamp, PathHolder, u64)> = HashMap::new();
+    let mut refused: HashSet<(PathHolder, u64)> = HashSet::new();
+    let claims = snapshot
+        .users
+        .iter()
+        .map(|user| (user.username.to_ascii_lowercase(), user.created_at, PathHolder::User, user.id.0))
+        .chain(
+            snapshot.groups.iter().map(|g| (g.full_path.to_ascii_lowercase(), g.created_at, PathHolder::Group, g.id.0)),
+        )
+        .chain(
+            snapshot
+                .projects
+                .iter()
+                .map(|p| (p.full_path.to_ascii_lowercase(), p.created_at, PathHolder::Project, p.id.0)),
+        );
+    for (path, created_at, kind, id) in claims {
+        match holders.get_mut(&path) {
+            None => {
+                holders.insert(path, (created_at, kind, id));
+            }
+            // Two rows of one table differ at least in case (each table's key): the
+            // directory compares paths lowercased, so they clash the same way.
+            Some(holder) if (created_at, kind) < (holder.0, holder.1) => {
+                refused.insert((holder.1, holder.2));
+                *holder = (created_at, kind, id);
+            }
+            Some(_) => {
+                refused.insert((kind, id));
+            }
+        }
+    }
+
+    let mut left_out = LeftOut::default();
+    let mut logged = 0;
+    let mut leave_out = |kind: PathHolder, id: u64, path: &str, why: &dyn std::fmt::Display| {
+        if logged < LEFT_OUT_LOGGED {
+            tracing::warn!(kind = kind.name(), id, path, reason = %why, "left out of the index: the database breaks the directory's rules; fix it (see docs/ARCHITECTURE.md)");
+        }
+        logged += 1;
+        match kind {
+            PathHolder::User => left_out.users.insert(id),
+            PathHolder::Group => left_out.groups.insert(id),
+            PathHolder::Project => left_out.projects.insert(id),
+        };
+    };
+    let taken = "another thing created earlier holds its path";
     for user in &snapshot.users {
-        directory.upsert_user(user.id, &user.username, user.state, user.admin).map_err(corrupt)?;
+        if refused.contains(&(PathHolder::User, user.id.0)) {
+            leave_out(PathHolder::User, user.id.0, &user.username, &taken);
+        } else if let Err(error) = directory.upsert_user(user.id, &user.username, user.state, user.admin) {
+            leave_out(PathHolder::User, user.id.0, &user.username, &error);
+        }
     }
     for group in &snapshot.groups {
-        directory.insert_group(group.id, &group.full_path, group.visibility).map_err(corrupt)?;
+        if refused.contains(&(PathHolder::Group, group.id.0)) {
+            leave_out(PathHolder::Group, group.id.0, &group.full_path, &taken);
+        } else if let Err(error) = directory.insert_group(group.id, &group.full_path, group.visibility) {
+            leave_out(PathHolder::Group, group.id.0, &group.full_path, &error);
+        }
     }
     for project in &snapshot.projects {
-        directory.insert_project(project.id, &project.full_path, project.visibility).map_err(corrupt)?;
+        if refused.contains(&(PathHolder::Project, project.id.0)) {
+            leave_out(PathHolder::Project, project.id.0, &project.full_path, &taken);
+        } else if let Err(error) = directory.insert_project(project.id, &project.full_path, project.visibility) {
+            leave_out(PathHolder::Project, project.id.0, &project.full_path, &error);
+        }
+    }
+    if logged > 0 {
+        tracing::warn!(
+            users = left_out.users.len(),
+            groups = left_out.groups.len(),
+            projects = left_out.projects.len(),
+            "the index was loaded without these (their tokens are denied where they reach them)"
+        );
     }
     for membership in &snapshot.memberships {
-        // A membership on a removed group or project no longer counts.
+        // A membership on a removed (or left out) group or project no longer counts.
         let _ignored = directory.set_membership(membership.user, membership.target, membership.role);
     }
     directory.shrink_to_fit();
     index.reserve_tokens(snapshot.tokens.len());
     for (address, record) in snapshot.tokens {
-        index.insert_token(address, record).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let id = record.id;
+        if let Err(error) = index.insert_token(address, record) {
+            // Unknown to the index is denied: safe, and named in the log.
+            tracing::warn!(token = id.0, %error, "token left out of the index");
+        }
     }
-    Ok((index, snapshot.sequence))
+    Ok(Loaded { index, sequence: snapshot.sequence, settings: snapshot.settings, left_out })
+}
+
+/// Why a change did not apply.
+enum ApplyError {
+    /// The store could not be read: try again later.
+    Store(StoreError),
+    /// The thing's current state does not fit the index (yet).
+    Index(String),
+}
+
+impl From<StoreError> for ApplyError {
+    fn from(error: StoreError) -> ApplyError {
+        ApplyError::Store(error)
+    }
+}
+
+fn index_error(error: impl std::fmt::Display) -> ApplyError {
+    ApplyError::Index(error.to_string())
 }
 
 impl Shared {
@@ -167,16 +328,15 @@ impl Shared {
         trusted_proxies: Vec<IpNet>,
         clock: Clock,
     ) -> Result<Shared, ApiError> {
-        let settings = store.settings().await?;
+        let Loaded { index, sequence, settings, left_out } = load_index(&store).await?;
         let format = TokenFormat::new(&settings.token_prefix).map_err(|error| ApiError::Internal(error.to_string()))?;
-        let (index, sequence) = load_index(&store).await?;
         let policy = policy_of(&settings, &index.directory);
         Ok(Shared::around(
             Engine { resources, index, format, key, policy },
             catalog,
             store,
             settings,
-            sequence,
+            Applied { sequence, deferred: Vec::new(), left_out },
             trusted_proxies,
             clock,
         ))
@@ -187,7 +347,7 @@ impl Shared {
         catalog: Catalog,
         store: SqlStore,
         settings: Settings,
-        sequence: i64,
+        applied: Applied,
         trusted_proxies: Vec<IpNet>,
         clock: Clock,
     ) -> Shared {
@@ -196,7 +356,7 @@ impl Shared {
             catalog,
             store,
             settings: RwLock::new(settings),
-            applied: Mutex::new(sequence),
+            applied: Mutex::new(applied),
             trusted_proxies,
             metrics: Metrics::default(),
             clock,
@@ -230,7 +390,8 @@ impl Shared {
     ) -> Result<Shared, ApiError> {
         let settings = store.settings().await?;
         let sequence = store.changes_since(0, u32::MAX).await?.last().map_or(0, |(sequence, _)| *sequence);
-        Ok(Shared::around(engine, catalog, store, settings, sequence, trusted_proxies, clock))
+        let applied = Applied { sequence, ..Applied::default() };
+        Ok(Shared::around(engine, catalog, store, settings, applied, trusted_proxies, clock))
     }
 
     /// Read access to the engine. Never held across an `.await`.
@@ -255,36 +416,119 @@ impl Shared {
 
     /// The last change applied.
     pub async fn applied_sequence(&self) -> i64 {
-        *self.applied.lock().await
+        self.applied.lock().await.sequence
     }
 
     /// Applies every change after the last applied one, in order. Called after each
     /// write of this replica and whenever another replica's change is heard of.
+    ///
+    /// Never stuck on a change: one that does not fit the index when read (its current
+    /// state is ahead of the log) is retried once the log is read to its end; one that
+    /// still does not fit there rebuilds the index from a fresh snapshot. Only a store
+    /// error fails, and the next call goes on from where this one stopped.
     pub async fn catch_up(&self) -> Result<usize, StoreError> {
         let mut applied = self.applied.lock().await;
+        let result = self.catch_up_locked(&mut applied).await;
+        self.metrics.record_catch_up(result.is_ok());
+        result
+    }
+
+    async fn catch_up_locked(&self, applied: &mut Applied) -> Result<usize, StoreError> {
         let mut count = 0;
         loop {
-            let changes = self.store.changes_since(*applied, 1000).await?;
+            let changes = self.store.changes_since(applied.sequence, 1000).await?;
             if changes.is_empty() {
-                return Ok(count);
+                break;
             }
             for (sequence, change) in changes {
-                self.apply(&change).await?;
-                *applied = sequence;
+                match self.apply(&change).await {
+                    Ok(()) => {}
+                    Err(ApplyError::Store(error)) => return Err(error),
+                    Err(ApplyError::Index(error)) => {
+                        tracing::debug!(sequence, %error, "a change is ahead of the log; retried at its end");
+                        applied.deferred.push((sequence, change));
+                    }
+                }
+                applied.sequence = sequence;
                 count += 1;
             }
         }
+        if applied.deferred.is_empty() {
+            return Ok(count);
+        }
+        let deferred = std::mem::take(&mut applied.deferred);
+        for (position, (sequence, change)) in deferred.iter().enumerate() {
+            match self.apply(change).await {
+                Ok(()) => {}
+                Err(ApplyError::Store(error)) => {
+                    applied.deferred = deferred[position..].to_vec();
+                    return Err(error);
+                }
+                Err(ApplyError::Index(error)) if applied.left_out.names(change) => {
+                    tracing::warn!(sequence, %error, "a change to something left out of the index is ignored");
+                }
+                Err(ApplyError::Index(error)) => {
+                    tracing::warn!(
+                        sequence,
+                        %error,
+                        "a change does not apply to the index even at the end of the change log; \
+                         rebuilding the index from a snapshot"
+                    );
+                    if let Err(error) = self.rebuild(applied).await {
+                        applied.deferred = deferred[position..].to_vec();
+                        return Err(error);
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// Applies this replica's own committed write to the index before the request answers.
+    /// The write has committed, so the request answers its success whatever happens here (a
+    /// new token's secret is shown only once; a rotation's old secret is already retired): a
+    /// failure is logged and left to the replica follower, whose timer
+    /// ([`crate::replica::POLL_INTERVAL`]) catches up again.
+    pub async fn catch_up_after_write(&self) {
+        if let Err(error) = self.catch_up().await {
+            tracing::warn!(%error, "a committed write is not in the index yet; the replica follower will catch up");
+        }
+    }
+
+    /// Replaces the index (and the settings) with a fresh snapshot's, which includes every
+    /// change committed before it was taken.
+    async fn rebuild(&self, applied: &mut Applied) -> Result<(), StoreError> {
+        let Loaded { index, sequence, settings, left_out } = load_index(&self.store).await?;
+        let format = TokenFormat::new(&settings.token_prefix).ok();
+        let previous = self.with_engine(|engine| {
+            let previous = std::mem::replace(&mut engine.index, index);
+            if let Some(format) = format {
+                engine.format = format;
+            }
+            engine.policy = policy_of(&settings, &engine.index.directory);
+            previous
+        });
+        // Freed outside the engine's lock: decisions do not wait for it.
+        drop(previous);
+        *self.settings.write().unwrap_or_else(std::sync::PoisonError::into_inner) = settings;
+        applied.sequence = sequence;
+        applied.deferred.clear();
+        applied.left_out = left_out;
+        self.metrics.record_rebuild();
+        tracing::info!(sequence, "the index was rebuilt from a snapshot");
+        Ok(())
     }
 
     /// Re-reads the current state of what `change` names and puts it in the index.
-    async fn apply(&self, change: &Change) -> Result<(), StoreError> {
+    async fn apply(&self, change: &Change) -> Result<(), ApplyError> {
         match *change {
             Change::User { id } => {
                 if let Some(user) = self.store.user(UserId(id)).await? {
                     self.with_engine(|engine| {
                         engine.index.directory.upsert_user(user.id, &user.username, user.state, user.admin)
                     })
-                    .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                    .map_err(index_error)?;
                 }
             }
             Change::Group { id } => {
@@ -299,7 +543,7 @@ impl Shared {
                         None => directory.remove_group(GroupId(id)),
                     }
                 })
-                .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                .map_err(index_error)?;
                 // A group cap names its group by path: a new group may be one.
                 let settings = self.settings();
                 self.with_engine(|engine| engine.policy = policy_of(&settings, &engine.index.directory));
@@ -322,7 +566,7 @@ impl Shared {
                         None => directory.remove_project(ProjectId(id)),
                     }
                 })
-                .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                .map_err(index_error)?;
             }
             Change::Membership { user, group, project } => {
                 let target = match (group, project) {
@@ -338,7 +582,7 @@ impl Shared {
                         None => directory.remove_membership(UserId(user), target).map(|_| ()),
                     }
                 })
-                .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                .map_err(index_error)?;
             }
             Change::Token { id } => {
                 if let Some((address, row)) = self.store.token_with_address(TokenId(id)).await? {
@@ -354,7 +598,7 @@ impl Shared {
                             index.insert_token(address, record)
                         }
                     })
-                    .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                    .map_err(index_error)?;
                 }
             }
             Change::Settings => {

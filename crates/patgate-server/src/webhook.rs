@@ -56,6 +56,36 @@ pub fn backoff(attempts: u32) -> i64 {
     10_i64.saturating_mul(1_i64 << attempts.min(9)).min(3600)
 }
 
+/// A webhook URL as a log or `check-config` shows it: scheme, host and port, and `/…` when
+/// there is more. Credentials, a secret path (Slack-style) or a query never show.
+pub fn receiver(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => {
+            let host = parsed.host_str().unwrap_or_default();
+            let port = parsed.port().map(|port| format!(":{port}")).unwrap_or_default();
+            let more = if parsed.path().len() > 1 || parsed.query().is_some() { "/…" } else { "" };
+            format!("{}://{host}{port}{more}", parsed.scheme())
+        }
+        Err(_) => "[not a URL]".to_owned(),
+    }
+}
+
+/// `text` (an HTTP client's error) with `url` and its secret parts replaced by what
+/// [`receiver`] shows: it is logged and stored with the delivery.
+pub fn scrub(text: &str, url: &str) -> String {
+    let mut text = text.replace(url, &receiver(url));
+    if let Ok(parsed) = url::Url::parse(url) {
+        let secrets = [parsed.password(), Some(parsed.username()), parsed.query()]
+            .into_iter()
+            .flatten()
+            .chain((parsed.path().len() > 1).then(|| parsed.path()));
+        for secret in secrets.filter(|secret| secret.len() > 1) {
+            text = text.replace(secret, "[redacted]");
+        }
+    }
+    text
+}
+
 /// How long one attempt may take.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -83,11 +113,35 @@ pub fn send(
             let error = (!(200..300).contains(&status)).then(|| format!("the receiver answered {status}"));
             DeliveryAttempt { at: now, status: Some(status), error, retry_at }
         }
-        Err(error) => DeliveryAttempt { at: now, status: None, error: Some(error.to_string()), retry_at },
+        Err(error) => {
+            DeliveryAttempt { at: now, status: None, error: Some(scrub(&error.to_string(), &delivery.url)), retry_at }
+        }
     }
 }
 
 /// An HTTP agent for deliveries: statuses are answers, not errors; every attempt is bounded.
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(ATTEMPT_TIMEOUT)).build().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receiver_shows_no_credentials_path_or_query() {
+        assert_eq!(
+            receiver("https://user:s3cret@hooks.example:8443/T00/B00/XXXX?token=abc"),
+            "https://hooks.example:8443/…"
+        );
+        assert_eq!(receiver("http://hooks.example/"), "http://hooks.example");
+        assert_eq!(receiver("not a url"), "[not a URL]");
+        let url = "https://user:s3cret@hooks.example/T00/B00/XXXX?token=abc";
+        let scrubbed = scrub(&format!("bad uri: {url}"), url);
+        assert_eq!(scrubbed, "bad uri: https://hooks.example/…");
+        let scrubbed = scrub("io: s3cret, /T00/B00/XXXX and token=abc", url);
+        for secret in ["s3cret", "XXXX", "abc"] {
+            assert!(!scrubbed.contains(secret), "{scrubbed}");
+        }
+    }
 }

@@ -26,7 +26,9 @@ pub enum StoreError {
     /// The row that should be changed does not exist.
     #[error("{0} not found")]
     NotFound(String),
-    /// A unique name or path is already taken.
+    /// A unique name or path is already taken. A path another kind of thing holds (a user
+    /// and a group share the top-level namespace; a group and a project their paths) says
+    /// what and where: `a group at `acme/x``.
     #[error("{0} already exists")]
     Conflict(String),
     /// The database's schema is newer than this binary knows.
@@ -88,6 +90,7 @@ pub struct PathRow<Id> {
     pub id: Id,
     pub full_path: String,
     pub visibility: Visibility,
+    pub created_at: Timestamp,
 }
 
 /// A stored membership.
@@ -355,6 +358,8 @@ pub struct Snapshot {
     pub tokens: Vec<(TokenAddress, TokenRecord)>,
     /// The last change the snapshot includes.
     pub sequence: i64,
+    /// The settings as of `sequence` (read in the same transaction).
+    pub settings: Settings,
 }
 
 /// One audit event.
@@ -590,6 +595,32 @@ pub trait Store: Send + Sync {
 
     /// Whether the database holds no user yet (a first start).
     fn snapshot_is_empty(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Whether an active administrator can still manage the instance at `now`: one holds a
+    /// live token that reaches admin endpoints (a legacy token with `admin_mode` or `sudo`,
+    /// or a fine-grained token with an `instance` grant), or has a web UI password.
+    fn admin_access_exists(&self, now: Timestamp) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Bootstraps administration in one transaction, unless an administrator can manage
+    /// the instance (as [`Store::admin_access_exists`] says at `token.created_at`, checked
+    /// again under the write lock, so that of several replicas starting at once one does
+    /// it): makes `username` an active administrator (created with `name`, or the existing
+    /// user of that name made active and administrator again) and stores `token` as
+    /// theirs (`token.owner` is ignored). Returns the user, the token and the sequence, or
+    /// `None` when nothing was needed.
+    fn bootstrap_admin(
+        &self,
+        username: &str,
+        name: &str,
+        token: &NewToken,
+    ) -> impl Future<Output = Result<Option<(UserId, TokenId, i64)>, StoreError>> + Send;
+    /// The fingerprint of the instance secret this database's tokens are made under: the
+    /// one stored, or else `fingerprint`, stored now (with a settings change and `audit`)
+    /// under the write lock, so that replicas starting at once with different secrets do
+    /// not both take theirs for the database's.
+    fn claim_key_fingerprint(
+        &self,
+        fingerprint: &str,
+        audit: Audit,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
     /// Everything the index is built from, consistent with one sequence number.
     fn snapshot(&self) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
     /// Changes after `sequence`, oldest first, at most `limit`.

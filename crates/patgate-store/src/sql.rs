@@ -205,6 +205,12 @@ fn database(error: sqlx::Error) -> StoreError {
     StoreError::Database(error.to_string())
 }
 
+/// What [`StoreError::Conflict`] says of a path another kind of thing holds:
+/// "a group at `acme`" (the error reads "… already exists").
+fn path_conflict(what: &str, path: &str) -> String {
+    format!("{what} at `{path}`")
+}
+
 fn i64_of(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("id {value} out of range")))
 }
@@ -220,6 +226,9 @@ fn get<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(row: &'r AnyRow, column: 
 const KNOWN_SCHEMA: i64 = 5;
 /// Tokens whose folded name one statement fills in at start (schema 5).
 const FOLD_CHUNK: usize = 400;
+/// Rows of a usage flush one statement writes (7 values each at most: well within both
+/// databases' limits on bound values).
+const USAGE_CHUNK: usize = 300;
 
 /// The columns of a [`UserRow`]: never the password hash, which only
 /// [`Store::password_hash`] reads.
@@ -230,9 +239,35 @@ const LAST_IPS: usize = 5;
 // "patgate" in ASCII.
 const ADVISORY_LOCK_KEY: i64 = 0x0070_6174_6761_7465;
 
+/// A write transaction. `ordered` ones hold the lock that keeps change numbers in commit
+/// order (this process's mutex, and on PostgreSQL the advisory lock): only they may append
+/// to the change log.
 struct Write<'s> {
-    _guard: MutexGuard<'s, ()>,
+    _guard: Option<MutexGuard<'s, ()>>,
     tx: Transaction<'static, Any>,
+    ordered: bool,
+}
+
+/// `url` with `mode=rwc` (create the file if missing) unless it names a mode of its own.
+fn sqlite_url_creating(url: &str) -> String {
+    if url.contains(":memory:") {
+        return url.to_owned();
+    }
+    match url.split_once('?') {
+        None => format!("{url}?mode=rwc"),
+        Some((_, query)) if query.split('&').any(|pair| pair.starts_with("mode=")) => url.to_owned(),
+        Some((_, "")) => format!("{url}mode=rwc"),
+        Some(_) if url.ends_with('&') => format!("{url}mode=rwc"),
+        Some(_) => format!("{url}&mode=rwc"),
+    }
+}
+
+/// Which table a path lives in, for [`SqlStore::check_path_free`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PathOwner {
+    User,
+    Group,
+    Project,
 }
 
 impl SqlStore {
@@ -244,8 +279,8 @@ impl SqlStore {
             StoreError::Database("the database URL must start with sqlite: or postgres://".to_owned())
         })?;
         let url = match backend {
-            Backend::Sqlite if !url.contains('?') && !url.contains(":memory:") => format!("{url}?mode=rwc"),
-            _ => url.to_owned(),
+            Backend::Sqlite => sqlite_url_creating(url),
+            Backend::Postgres => url.to_owned(),
         };
         let connections = match backend {
             Backend::Sqlite => 4,
@@ -285,7 +320,7 @@ impl SqlStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(database)?;
+        let mut write = self.begin_unordered().await?;
         // A few hundred rows a statement: a large instance's first start is not a million
         // round trips.
         for chunk in rows.chunks(FOLD_CHUNK) {
@@ -297,9 +332,9 @@ impl SqlStore {
                 let (id, name): (i64, String) = (get(row, "id")?, get(row, "name")?);
                 query = query.bind(id).bind(name.to_lowercase());
             }
-            query.execute(&mut *tx).await.map_err(database)?;
+            query.execute(&mut *write.tx).await.map_err(database)?;
         }
-        tx.commit().await.map_err(database)
+        write.tx.commit().await.map_err(database)
     }
 
     /// The same store, delivering audit events to `targets` from now on.
@@ -324,9 +359,11 @@ impl SqlStore {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(database).map(|_| ())
     }
 
+    /// A transaction of a write that appends to the change log: it holds the lock that
+    /// keeps change numbers in commit order, across replicas on PostgreSQL.
     async fn begin(&self) -> Result<Write<'_>, StoreError> {
         let guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await.map_err(database)?;
+        let mut tx = self.begin_transaction().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(ADVISORY_LOCK_KEY)
@@ -334,7 +371,126 @@ impl SqlStore {
                 .await
                 .map_err(database)?;
         }
-        Ok(Write { _guard: guard, tx })
+        Ok(Write { _guard: Some(guard), tx, ordered: true })
+    }
+
+    /// A transaction of a write without change-log entries (usage, audit events on their
+    /// own, sessions, leases, deliveries): it does not wait for the change-log lock, so a
+    /// large one never holds up a revocation on PostgreSQL. SQLite has one writer at a
+    /// time whatever we do: this process's writers still queue on the mutex (fairly,
+    /// instead of polling on SQLITE_BUSY), and the transaction takes the write lock first.
+    async fn begin_unordered(&self) -> Result<Write<'_>, StoreError> {
+        let guard = match self.backend {
+            Backend::Sqlite => Some(self.write_lock.lock().await),
+            Backend::Postgres => None,
+        };
+        let tx = self.begin_transaction().await?;
+        Ok(Write { _guard: guard, tx, ordered: false })
+    }
+
+    /// `BEGIN IMMEDIATE` on SQLite: a write transaction that first reads (a rotation, a
+    /// claim) would otherwise start as a reader and fail with SQLITE_BUSY when another
+    /// connection wrote meanwhile, since the upgrade to writer cannot wait.
+    async fn begin_transaction(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+        .map_err(database)
+    }
+
+    /// One statement that writes no change, through the write path (on SQLite in an
+    /// immediate transaction behind this process's writers; on PostgreSQL on its own).
+    async fn execute_unordered(
+        &self,
+        query: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
+    ) -> Result<u64, StoreError> {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut write = self.begin_unordered().await?;
+                let done = query.execute(&mut *write.tx).await.map_err(database)?;
+                write.tx.commit().await.map_err(database)?;
+                Ok(done.rows_affected())
+            }
+            Backend::Postgres => Ok(query.execute(&self.pool).await.map_err(database)?.rows_affected()),
+        }
+    }
+
+    /// Refuses `path` for a new or moved `owner` when another kind of thing has it: a
+    /// username is a top-level namespace like a group, and a project's path is not a
+    /// group's (each table keeps its own paths unique). Run inside the write, which holds
+    /// the write lock, so two writers (two replicas) cannot both pass.
+    async fn check_path_free(
+        tx: &mut Transaction<'static, Any>,
+        owner: PathOwner,
+        path: &str,
+    ) -> Result<(), StoreError> {
+        // Paths are stored lowercase; the directory compares them so.
+        let path = path.to_ascii_lowercase();
+        let mut others: Vec<(&str, &str)> = Vec::new();
+        match owner {
+            PathOwner::User => others.push(("SELECT 1 AS taken FROM groups WHERE full_path = $1", "a group")),
+            PathOwner::Group => {
+                others.push(("SELECT 1 AS taken FROM projects WHERE full_path = $1", "a project"));
+                if !path.contains('/') {
+                    others.push(("SELECT 1 AS taken FROM users WHERE username = $1", "a user"));
+                }
+            }
+            PathOwner::Project => others.push(("SELECT 1 AS taken FROM groups WHERE full_path = $1", "a group")),
+        }
+        for (sql, what) in others {
+            let row = sqlx::query(sql).bind(&path).fetch_optional(&mut **tx).await.map_err(database)?;
+            if row.is_some() {
+                return Err(StoreError::Conflict(path_conflict(what, &path)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Revokes every token of `owner` not revoked yet (ending a rotation's grace period), as
+    /// deleting the owner does: the changes and `token_revoked` audit events to commit with it.
+    async fn revoke_owned_tokens(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        owner: UserId,
+        actor: crate::Actor,
+        at: Timestamp,
+    ) -> Result<(Vec<Change>, Vec<Audit>), StoreError> {
+        if self.backend == Backend::Postgres {
+            // The rows locked in id order, as every other writer of several tokens locks
+            // them (a usage flush, a bulk revocation), so that none of them deadlocks.
+            sqlx::query(
+                "SELECT id FROM tokens WHERE owner_id = $2 AND (revoked_at IS NULL OR revoked_at > $1) \
+                 ORDER BY id FOR UPDATE",
+            )
+            .bind(at.0)
+            .bind(i64_of(owner.0)?)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(database)?;
+        }
+        let rows = sqlx::query(
+            "UPDATE tokens SET revoked_at = $1, revoke_reason = 'owner_deleted' \
+             WHERE owner_id = $2 AND (revoked_at IS NULL OR revoked_at > $1) RETURNING id",
+        )
+        .bind(at.0)
+        .bind(i64_of(owner.0)?)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(database)?;
+        let mut ids = rows.iter().map(|row| Ok(TokenId(u64_of(get(row, "id")?)?))).collect::<Result<Vec<_>, _>>()?;
+        ids.sort_unstable();
+        let changes = ids.iter().map(|token| Change::Token { id: token.0 }).collect();
+        let audits = ids
+            .iter()
+            .map(|token| {
+                Audit::new("token_revoked", actor, at)
+                    .user(owner)
+                    .token(*token)
+                    .details(serde_json::json!({ "reason": "owner_deleted" }))
+            })
+            .collect();
+        Ok((changes, audits))
     }
 
     /// Appends the changes and the audit event, notifies replicas, commits; returns the
@@ -345,6 +501,11 @@ impl SqlStore {
 
     /// [`finish`](Self::finish) with any number of audit events.
     async fn finish_many(&self, mut write: Write<'_>, changes: &[Change], audits: &[Audit]) -> Result<i64, StoreError> {
+        if !write.ordered && !changes.is_empty() {
+            // A change numbered outside the lock could commit after a later number: a
+            // follower that read past it would never apply it.
+            return Err(StoreError::Database("a change was written without the change-log lock".to_owned()));
+        }
         let mut sequence = 0;
         let at = audits.first().map_or(0, |audit| audit.at.0);
         for change in changes {
@@ -510,6 +671,7 @@ impl SqlStore {
             id: id(u64_of(get(row, "id")?)?),
             full_path: get(row, "full_path")?,
             visibility: convert::parse_visibility(&get::<String>(row, "visibility")?)?,
+            created_at: Timestamp(get(row, "created_at")?),
         })
     }
 
@@ -712,6 +874,99 @@ impl SqlStore {
     }
 }
 
+impl SqlStore {
+    /// The settings document as `executor` sees it (the defaults before any was stored).
+    async fn settings_in(executor: impl sqlx::Executor<'_, Database = Any>) -> Result<Settings, StoreError> {
+        let row = sqlx::query("SELECT document FROM settings WHERE id = 1")
+            .fetch_optional(executor)
+            .await
+            .map_err(database)?;
+        match row {
+            None => Ok(Settings::default()),
+            Some(row) => serde_json::from_str(&get::<String>(&row, "document")?)
+                .map_err(|error| StoreError::Corrupt(format!("settings: {error}"))),
+        }
+    }
+
+    /// Whether an active administrator can still manage the instance at `now`: one holds a
+    /// live token that reaches admin endpoints (a legacy token with `admin_mode` or `sudo`,
+    /// or a fine-grained one with an `instance` grant), or a password to sign in to the
+    /// web UI with.
+    async fn admin_access_in(
+        executor: impl sqlx::Executor<'_, Database = Any>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        use patgate_core::scope::LegacyScope;
+        let row = sqlx::query(
+            "SELECT 1 AS found FROM users u WHERE u.admin = 1 AND u.state = 'active' AND (u.password_hash IS NOT NULL \
+             OR EXISTS (SELECT 1 FROM tokens t WHERE t.owner_id = u.id \
+             AND (t.revoked_at IS NULL OR t.revoked_at > $1) AND (t.expires_at IS NULL OR t.expires_at > $1) \
+             AND ((t.kind = 'legacy' AND (',' || t.scopes || ',' LIKE $2 OR ',' || t.scopes || ',' LIKE $3)) \
+             OR (t.kind = 'fine_grained' AND EXISTS \
+             (SELECT 1 FROM token_grants g WHERE g.token_id = t.id AND g.reach = 'instance'))))) LIMIT 1",
+        )
+        .bind(now.0)
+        .bind(format!("%,{},%", LegacyScope::AdminMode.name()))
+        .bind(format!("%,{},%", LegacyScope::Sudo.name()))
+        .fetch_optional(executor)
+        .await
+        .map_err(database)?;
+        Ok(row.is_some())
+    }
+
+    /// Adds `uses`' permission uses to their counts (merged per token, permission and
+    /// boundary: one row of a statement may not update a row another one inserts), a few
+    /// hundred rows a statement.
+    async fn add_permission_uses(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        uses: &[TokenUse],
+    ) -> Result<(), StoreError> {
+        type Key = (i64, String, &'static str, i64);
+        let mut merged: std::collections::BTreeMap<Key, (i64, i64, i64)> = std::collections::BTreeMap::new();
+        for used in uses {
+            let token = i64_of(used.token.0)?;
+            for each in &used.permissions {
+                let (kind, id) = boundary_columns(each.boundary)?;
+                let count = i64::try_from(each.uses).unwrap_or(i64::MAX);
+                let key = (token, self.resources.permission_name(each.permission), kind, id);
+                let entry = merged.entry(key).or_insert((0, each.first_used.0, each.last_used.0));
+                entry.0 = entry.0.saturating_add(count);
+                entry.1 = entry.1.min(each.first_used.0);
+                entry.2 = entry.2.max(each.last_used.0);
+            }
+        }
+        let rows: Vec<(Key, (i64, i64, i64))> = merged.into_iter().collect();
+        for chunk in rows.chunks(USAGE_CHUNK) {
+            let values: Vec<String> = (0..chunk.len()).map(|n| format!("({})", placeholders(7 * n + 1, 7))).collect();
+            let sql = format!(
+                "INSERT INTO token_permission_uses \
+                 (token_id, permission, boundary_kind, boundary_id, uses, first_used, last_used) VALUES {} \
+                 ON CONFLICT (token_id, permission, boundary_kind, boundary_id) DO UPDATE SET \
+                 uses = token_permission_uses.uses + excluded.uses, \
+                 first_used = CASE WHEN excluded.first_used < token_permission_uses.first_used \
+                 THEN excluded.first_used ELSE token_permission_uses.first_used END, \
+                 last_used = CASE WHEN excluded.last_used > token_permission_uses.last_used \
+                 THEN excluded.last_used ELSE token_permission_uses.last_used END",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for ((token, permission, kind, id), (count, first, last)) in chunk {
+                query = query
+                    .bind(*token)
+                    .bind(permission.as_str())
+                    .bind(*kind)
+                    .bind(*id)
+                    .bind(*count)
+                    .bind(*first)
+                    .bind(*last);
+            }
+            query.execute(&mut **tx).await.map_err(database)?;
+        }
+        Ok(())
+    }
+}
+
 impl Store for SqlStore {
     fn backend(&self) -> Backend {
         self.backend
@@ -720,6 +975,84 @@ impl Store for SqlStore {
     async fn snapshot_is_empty(&self) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS users FROM users").fetch_one(&self.pool).await.map_err(database)?;
         Ok(get::<i64>(&row, "users")? == 0)
+    }
+
+    async fn admin_access_exists(&self, now: Timestamp) -> Result<bool, StoreError> {
+        Self::admin_access_in(&self.pool, now).await
+    }
+
+    async fn bootstrap_admin(
+        &self,
+        username: &str,
+        name: &str,
+        token: &NewToken,
+    ) -> Result<Option<(UserId, TokenId, i64)>, StoreError> {
+        let now = token.created_at;
+        let system = crate::Actor::default();
+        let mut write = self.begin().await?;
+        if Self::admin_access_in(&mut *write.tx, now).await? {
+            write.tx.rollback().await.map_err(database)?;
+            return Ok(None);
+        }
+        Self::check_path_free(&mut write.tx, PathOwner::User, username).await?;
+        let existing = sqlx::query("SELECT id, state, admin FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&mut *write.tx)
+            .await
+            .map_err(database)?;
+        let (user, audit) = match existing {
+            None => {
+                let row = sqlx::query(
+                    "INSERT INTO users (username, name, state, admin, created_at) VALUES ($1, $2, 'active', 1, $3) \
+                     RETURNING id",
+                )
+                .bind(username)
+                .bind(name)
+                .bind(now.0)
+                .fetch_one(&mut *write.tx)
+                .await
+                .map_err(database)?;
+                let user = UserId(u64_of(get(&row, "id")?)?);
+                (user, Audit::new("user_created", system, now).user(user))
+            }
+            Some(row) => {
+                let user = UserId(u64_of(get(&row, "id")?)?);
+                let state: String = get(&row, "state")?;
+                let admin = get::<i64>(&row, "admin")? == 1;
+                sqlx::query("UPDATE users SET state = 'active', admin = 1 WHERE id = $1")
+                    .bind(i64_of(user.0)?)
+                    .execute(&mut *write.tx)
+                    .await
+                    .map_err(database)?;
+                let details = serde_json::json!({ "previous_state": state, "was_admin": admin });
+                (user, Audit::new("admin_restored", system, now).user(user).details(details))
+            }
+        };
+        let token = NewToken { owner: user, ..token.clone() };
+        let id = self.insert_token(&mut write.tx, &token, None, None).await?;
+        let audits = [audit, Audit::new("token_created", system, now).user(user).token(id)];
+        let sequence =
+            self.finish_many(write, &[Change::User { id: user.0 }, Change::Token { id: id.0 }], &audits).await?;
+        Ok(Some((user, id, sequence)))
+    }
+
+    async fn claim_key_fingerprint(&self, fingerprint: &str, audit: Audit) -> Result<String, StoreError> {
+        let mut write = self.begin().await?;
+        let mut settings = Self::settings_in(&mut *write.tx).await?;
+        if !settings.key_fingerprint.is_empty() {
+            write.tx.rollback().await.map_err(database)?;
+            return Ok(settings.key_fingerprint);
+        }
+        settings.key_fingerprint = fingerprint.to_owned();
+        let document = serde_json::to_string(&settings).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        sqlx::query("INSERT INTO settings (id, document) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET document = excluded.document")
+            .bind(&document)
+            .execute(&mut *write.tx)
+            .await
+            .map_err(database)?;
+        let audit = audit.details(serde_json::from_str(&document).unwrap_or_default());
+        self.finish(write, &[Change::Settings], &audit).await?;
+        Ok(settings.key_fingerprint)
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
@@ -744,8 +1077,11 @@ impl Store for SqlStore {
         let memberships = sqlx::query("SELECT * FROM memberships").fetch_all(&mut *tx).await.map_err(database)?;
         let mut grants = self.grants_of(&mut *tx, TokensOf::All).await?;
         let tokens = sqlx::query("SELECT * FROM tokens ORDER BY id").fetch_all(&mut *tx).await.map_err(database)?;
+        // In the same transaction: a settings change committed after it is after `sequence`.
+        let settings = Self::settings_in(&mut *tx).await?;
         tx.commit().await.map_err(database)?;
         Ok(Snapshot {
+            settings,
             users: users.iter().map(Self::user_row).collect::<Result<_, _>>()?,
             // Parents before children: sorted by path, a prefix sorts first.
             groups: groups.iter().map(|row| Self::path_row(row, GroupId)).collect::<Result<_, _>>()?,
@@ -845,6 +1181,7 @@ impl Store for SqlStore {
         audit: Audit,
     ) -> Result<(UserId, i64), StoreError> {
         let mut write = self.begin().await?;
+        Self::check_path_free(&mut write.tx, PathOwner::User, username).await?;
         let row = sqlx::query("INSERT INTO users (username, name, state, admin, created_at) VALUES ($1, $2, 'active', $3, $4) RETURNING id")
             .bind(username)
             .bind(name)
@@ -881,25 +1218,9 @@ impl Store for SqlStore {
         }
         if state == UserState::Deleted {
             // Deleting a user revokes their tokens (blocking only denies them while blocked).
-            let rows = sqlx::query(
-                "UPDATE tokens SET revoked_at = $1, revoke_reason = 'owner_deleted' \
-                 WHERE owner_id = $2 AND (revoked_at IS NULL OR revoked_at > $1) RETURNING id",
-            )
-            .bind(audit.at.0)
-            .bind(i64_of(id.0)?)
-            .fetch_all(&mut *write.tx)
-            .await
-            .map_err(database)?;
-            for row in &rows {
-                let token = TokenId(u64_of(get(row, "id")?)?);
-                changes.push(Change::Token { id: token.0 });
-                audits.push(
-                    Audit::new("token_revoked", audit.actor, audit.at)
-                        .user(id)
-                        .token(token)
-                        .details(serde_json::json!({ "reason": "owner_deleted" })),
-                );
-            }
+            let (revoked, revocations) = self.revoke_owned_tokens(&mut write.tx, id, audit.actor, audit.at).await?;
+            changes.extend(revoked);
+            audits.extend(revocations);
         }
         self.finish_many(write, &changes, &audits).await
     }
@@ -911,6 +1232,7 @@ impl Store for SqlStore {
         audit: Audit,
     ) -> Result<(GroupId, i64), StoreError> {
         let mut write = self.begin().await?;
+        Self::check_path_free(&mut write.tx, PathOwner::Group, full_path).await?;
         let row =
             sqlx::query("INSERT INTO groups (full_path, visibility, created_at) VALUES ($1, $2, $3) RETURNING id")
                 .bind(full_path)
@@ -931,6 +1253,7 @@ impl Store for SqlStore {
         audit: Audit,
     ) -> Result<(ProjectId, i64), StoreError> {
         let mut write = self.begin().await?;
+        Self::check_path_free(&mut write.tx, PathOwner::Project, full_path).await?;
         let row =
             sqlx::query("INSERT INTO projects (full_path, visibility, created_at) VALUES ($1, $2, $3) RETURNING id")
                 .bind(full_path)
@@ -952,6 +1275,7 @@ impl Store for SqlStore {
         audit: Audit,
     ) -> Result<i64, StoreError> {
         let mut write = self.begin().await?;
+        Self::check_path_free(&mut write.tx, PathOwner::Project, full_path).await?;
         let done = sqlx::query("UPDATE projects SET full_path = $1, visibility = $2 WHERE id = $3")
             .bind(full_path)
             .bind(visibility.name())
@@ -980,8 +1304,10 @@ impl Store for SqlStore {
     async fn import(&self, batch: &DirectoryBatch, audit: Audit) -> Result<(ImportCounts, i64), StoreError> {
         let mut write = self.begin().await?;
         let mut changes = Vec::new();
+        let mut revocations = Vec::new();
         let mut users = HashMap::new();
         for (username, name, admin, state) in &batch.users {
+            Self::check_path_free(&mut write.tx, PathOwner::User, username).await?;
             let row = sqlx::query(
                 "INSERT INTO users (username, name, state, admin, created_at) VALUES ($1, COALESCE($2, ''), $3, $4, $5) \
                  ON CONFLICT (username) DO UPDATE SET name = COALESCE($2, users.name), state = excluded.state, \
@@ -1004,16 +1330,26 @@ impl Store for SqlStore {
                     .await
                     .map_err(database)?;
             }
-            users.insert(username.clone(), id);
             changes.push(Change::User { id });
+            if *state == UserState::Deleted {
+                // As in `set_user_state`: deleting revokes the tokens for good (a later
+                // import that makes the user active again brings back none of them).
+                let (revoked, audits) =
+                    self.revoke_owned_tokens(&mut write.tx, UserId(id), audit.actor, audit.at).await?;
+                changes.extend(revoked);
+                revocations.extend(audits);
+            }
+            users.insert(username.clone(), id);
         }
         let mut paths: HashMap<(bool, String), u64> = HashMap::new();
         for (full_path, visibility) in &batch.groups {
+            Self::check_path_free(&mut write.tx, PathOwner::Group, full_path).await?;
             let id = Self::upsert_path(&mut write.tx, "groups", full_path, *visibility, audit.at).await?;
             paths.insert((false, full_path.clone()), id);
             changes.push(Change::Group { id });
         }
         for (full_path, visibility) in &batch.projects {
+            Self::check_path_free(&mut write.tx, PathOwner::Project, full_path).await?;
             let id = Self::upsert_path(&mut write.tx, "projects", full_path, *visibility, audit.at).await?;
             paths.insert((true, full_path.clone()), id);
             changes.push(Change::Project { id });
@@ -1061,7 +1397,8 @@ impl Store for SqlStore {
         let audit = audit.details(serde_json::json!({
             "users": counts.users, "groups": counts.groups, "projects": counts.projects, "memberships": counts.memberships
         }));
-        let sequence = self.finish(write, &changes, &audit).await?;
+        let audits: Vec<Audit> = std::iter::once(audit).chain(revocations).collect();
+        let sequence = self.finish_many(write, &changes, &audits).await?;
         Ok((counts, sequence))
     }
 
@@ -1127,9 +1464,12 @@ impl Store for SqlStore {
         audit: Audit,
     ) -> Result<(Vec<TokenId>, i64), StoreError> {
         let mut write = self.begin().await?;
-        let mut revoked = Vec::new();
-        let mut audits = Vec::new();
-        for id in ids {
+        // Rows locked in id order, as a usage flush locks them, so the two never deadlock
+        // on PostgreSQL; the answer keeps the caller's order.
+        let mut order: Vec<(usize, TokenId)> = ids.iter().copied().enumerate().collect();
+        order.sort_unstable_by_key(|(_, id)| *id);
+        let mut done: Vec<(usize, TokenId, Audit)> = Vec::new();
+        for (position, id) in &order {
             // Not revoked yet, or only at the end of a rotation's grace period (ended now).
             let row = sqlx::query(
                 "UPDATE tokens SET revoked_at = $1, revoke_reason = $2 \
@@ -1148,10 +1488,15 @@ impl Store for SqlStore {
                     _ => serde_json::Map::new(),
                 };
                 details.insert("reason".to_owned(), reason.into());
-                audits.push(audit.clone().user(owner).token(*id).details(serde_json::Value::Object(details)));
-                revoked.push(*id);
+                done.push((
+                    *position,
+                    *id,
+                    audit.clone().user(owner).token(*id).details(serde_json::Value::Object(details)),
+                ));
             }
         }
+        done.sort_unstable_by_key(|(position, _, _)| *position);
+        let (revoked, audits): (Vec<TokenId>, Vec<Audit>) = done.into_iter().map(|(_, id, audit)| (id, audit)).unzip();
         if revoked.is_empty() {
             return Ok((revoked, 0));
         }
@@ -1173,19 +1518,15 @@ impl Store for SqlStore {
         if uses.is_empty() {
             return Ok(Vec::new());
         }
-        let mut write = self.begin().await?;
+        // No change-log entry: the write does not wait for (or hold up) the writes that
+        // number changes, revocations above all.
+        let mut write = self.begin_unordered().await?;
         let mut new_ips = Vec::new();
         let mut audits = Vec::new();
+        // One statement per address: each one's place among the token's addresses is
+        // counted from the ones before it.
         for used in uses {
             let token = i64_of(used.token.0)?;
-            sqlx::query(
-                "UPDATE tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
-            )
-            .bind(used.last_used_at.0)
-            .bind(token)
-            .execute(&mut *write.tx)
-            .await
-            .map_err(database)?;
             for ip in &used.ips {
                 let text = ip.to_string();
                 let inserted = sqlx::query(
@@ -1226,32 +1567,28 @@ impl Store for SqlStore {
                 }
             }
         }
+        self.add_permission_uses(&mut write.tx, uses).await?;
+        // Last use at the end, in token order, so the tokens' rows are locked only until the
+        // commit and in the order a bulk revocation locks them.
+        let mut last_used: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
         for used in uses {
-            let token = i64_of(used.token.0)?;
-            for each in &used.permissions {
-                let (kind, id) = boundary_columns(each.boundary)?;
-                sqlx::query(
-                    "INSERT INTO token_permission_uses \
-                     (token_id, permission, boundary_kind, boundary_id, uses, first_used, last_used) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                     ON CONFLICT (token_id, permission, boundary_kind, boundary_id) DO UPDATE SET \
-                     uses = token_permission_uses.uses + excluded.uses, \
-                     first_used = CASE WHEN excluded.first_used < token_permission_uses.first_used \
-                     THEN excluded.first_used ELSE token_permission_uses.first_used END, \
-                     last_used = CASE WHEN excluded.last_used > token_permission_uses.last_used \
-                     THEN excluded.last_used ELSE token_permission_uses.last_used END",
-                )
-                .bind(token)
-                .bind(self.resources.permission_name(each.permission))
-                .bind(kind)
-                .bind(id)
-                .bind(i64::try_from(each.uses).unwrap_or(i64::MAX))
-                .bind(each.first_used.0)
-                .bind(each.last_used.0)
-                .execute(&mut *write.tx)
-                .await
-                .map_err(database)?;
+            let at = last_used.entry(i64_of(used.token.0)?).or_insert(used.last_used_at.0);
+            *at = (*at).max(used.last_used_at.0);
+        }
+        let last_used: Vec<(i64, i64)> = last_used.into_iter().collect();
+        for chunk in last_used.chunks(USAGE_CHUNK) {
+            let cases: String = (0..chunk.len()).map(|n| format!(" WHEN ${} THEN ${}", 2 * n + 1, 2 * n + 2)).collect();
+            let ids: Vec<String> = (0..chunk.len()).map(|n| format!("${}", 2 * n + 1)).collect();
+            let sql = format!(
+                "UPDATE tokens SET last_used_at = CASE id{cases} END WHERE id IN ({}) \
+                 AND (last_used_at IS NULL OR last_used_at < CASE id{cases} END)",
+                ids.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (token, at) in chunk {
+                query = query.bind(*token).bind(*at);
             }
+            query.execute(&mut *write.tx).await.map_err(database)?;
         }
         if audits.is_empty() {
             write.tx.commit().await.map_err(database)?;
@@ -1288,7 +1625,7 @@ impl Store for SqlStore {
     }
 
     async fn record_expiry_notice(&self, token: TokenId, days: u32, audit: Audit) -> Result<bool, StoreError> {
-        let mut write = self.begin().await?;
+        let mut write = self.begin_unordered().await?;
         let done = sqlx::query(
             "UPDATE tokens SET last_notice_days = $1 WHERE id = $2 AND revoked_at IS NULL \
              AND expires_at IS NOT NULL AND (last_notice_days IS NULL OR last_notice_days > $1)",
@@ -1320,19 +1657,20 @@ impl Store for SqlStore {
     }
 
     async fn try_lease(&self, name: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool, StoreError> {
-        let taken = sqlx::query(
-            "INSERT INTO jobs (name, holder, lease_until) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
-             WHERE jobs.holder = excluded.holder OR jobs.lease_until <= $4",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(until.0)
-        .bind(now.0)
-        .execute(&self.pool)
-        .await
-        .map_err(database)?;
-        Ok(taken.rows_affected() == 1)
+        let taken = self
+            .execute_unordered(
+                sqlx::query(
+                    "INSERT INTO jobs (name, holder, lease_until) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+                     WHERE jobs.holder = excluded.holder OR jobs.lease_until <= $4",
+                )
+                .bind(name)
+                .bind(holder)
+                .bind(until.0)
+                .bind(now.0),
+            )
+            .await?;
+        Ok(taken == 1)
     }
 
     async fn claim_deliveries(
@@ -1341,7 +1679,7 @@ impl Store for SqlStore {
         claim_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let mut write = self.begin().await?;
+        let mut write = self.begin_unordered().await?;
         let rows = sqlx::query(
             "SELECT * FROM webhook_deliveries WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
              AND (claimed_until IS NULL OR claimed_until <= $1) ORDER BY id LIMIT $2",
@@ -1351,14 +1689,24 @@ impl Store for SqlStore {
         .fetch_all(&mut *write.tx)
         .await
         .map_err(database)?;
-        let deliveries = rows.iter().map(Self::delivery_row).collect::<Result<Vec<_>, _>>()?;
-        for delivery in &deliveries {
-            sqlx::query("UPDATE webhook_deliveries SET claimed_until = $1 WHERE id = $2")
-                .bind(claim_until.0)
-                .bind(delivery.id)
-                .execute(&mut *write.tx)
-                .await
-                .map_err(database)?;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for delivery in rows.iter().map(Self::delivery_row) {
+            let delivery = delivery?;
+            // Another replica claiming at once (PostgreSQL: no lock orders these writes)
+            // waits for this row, then finds it claimed and skips it.
+            let claimed = sqlx::query(
+                "UPDATE webhook_deliveries SET claimed_until = $1 WHERE id = $2 AND delivered_at IS NULL \
+                 AND (claimed_until IS NULL OR claimed_until <= $3)",
+            )
+            .bind(claim_until.0)
+            .bind(delivery.id)
+            .bind(now.0)
+            .execute(&mut *write.tx)
+            .await
+            .map_err(database)?;
+            if claimed.rows_affected() == 1 {
+                deliveries.push(delivery);
+            }
         }
         write.tx.commit().await.map_err(database)?;
         Ok(deliveries)
@@ -1366,18 +1714,18 @@ impl Store for SqlStore {
 
     async fn record_delivery(&self, id: i64, attempt: &DeliveryAttempt) -> Result<(), StoreError> {
         let delivered = attempt.error.is_none();
-        sqlx::query(
-            "UPDATE webhook_deliveries SET attempts = attempts + 1, claimed_until = NULL, last_status = $1, \
-             last_error = $2, delivered_at = $3, next_attempt_at = $4 WHERE id = $5 AND delivered_at IS NULL",
+        self.execute_unordered(
+            sqlx::query(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, claimed_until = NULL, last_status = $1, \
+                 last_error = $2, delivered_at = $3, next_attempt_at = $4 WHERE id = $5 AND delivered_at IS NULL",
+            )
+            .bind(attempt.status.map(i64::from))
+            .bind(attempt.error.clone())
+            .bind(delivered.then_some(attempt.at.0))
+            .bind(if delivered { attempt.at.0 } else { attempt.retry_at.0 })
+            .bind(id),
         )
-        .bind(attempt.status.map(i64::from))
-        .bind(attempt.error.clone())
-        .bind(delivered.then_some(attempt.at.0))
-        .bind(if delivered { attempt.at.0 } else { attempt.retry_at.0 })
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(database)?;
+        .await?;
         Ok(())
     }
 
@@ -1582,7 +1930,7 @@ impl Store for SqlStore {
         hash: Option<&PasswordHash>,
         audit: Audit,
     ) -> Result<(), StoreError> {
-        let mut write = self.begin().await?;
+        let mut write = self.begin_unordered().await?;
         let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(hash.map(|hash| hash.as_phc().to_owned()))
             .bind(i64_of(user.0)?)
@@ -1622,7 +1970,7 @@ impl Store for SqlStore {
     }
 
     async fn create_session(&self, session: &NewSession, audit: Audit) -> Result<(), StoreError> {
-        let mut write = self.begin().await?;
+        let mut write = self.begin_unordered().await?;
         // Expired sessions are of no use to anyone: each sign-in sweeps them.
         sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(session.created_at.0)
@@ -1673,21 +2021,22 @@ impl Store for SqlStore {
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
         // Never revives an ended session, and never moves time backwards.
-        let done = sqlx::query(
-            "UPDATE sessions SET last_seen_at = $2, expires_at = $3 \
-             WHERE id_digest = $1 AND expires_at > $2 AND last_seen_at <= $2",
-        )
-        .bind(digest.to_hex())
-        .bind(now.0)
-        .bind(expires_at.0)
-        .execute(&self.pool)
-        .await
-        .map_err(database)?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .execute_unordered(
+                sqlx::query(
+                    "UPDATE sessions SET last_seen_at = $2, expires_at = $3 \
+                     WHERE id_digest = $1 AND expires_at > $2 AND last_seen_at <= $2",
+                )
+                .bind(digest.to_hex())
+                .bind(now.0)
+                .bind(expires_at.0),
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     async fn delete_session(&self, digest: &SessionDigest, audit: Audit) -> Result<bool, StoreError> {
-        let mut write = self.begin().await?;
+        let mut write = self.begin_unordered().await?;
         let row = sqlx::query("DELETE FROM sessions WHERE id_digest = $1 RETURNING user_id")
             .bind(digest.to_hex())
             .fetch_optional(&mut *write.tx)
@@ -1703,24 +2052,11 @@ impl Store for SqlStore {
     }
 
     async fn delete_user_sessions(&self, user: UserId) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(i64_of(user.0)?)
-            .execute(&self.pool)
-            .await
-            .map_err(database)?;
-        Ok(done.rows_affected())
+        self.execute_unordered(sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(i64_of(user.0)?)).await
     }
 
     async fn settings(&self) -> Result<Settings, StoreError> {
-        let row = sqlx::query("SELECT document FROM settings WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(database)?;
-        match row {
-            None => Ok(Settings::default()),
-            Some(row) => serde_json::from_str(&get::<String>(&row, "document")?)
-                .map_err(|error| StoreError::Corrupt(format!("settings: {error}"))),
-        }
+        Self::settings_in(&self.pool).await
     }
 
     async fn put_settings(&self, settings: &Settings, audit: Audit) -> Result<i64, StoreError> {
@@ -1739,7 +2075,9 @@ impl Store for SqlStore {
         if audits.is_empty() {
             return Ok(());
         }
-        let write = self.begin().await?;
+        // Audit events only, however many (a policy change can block a million tokens): no
+        // change-log entry, so no wait for the lock that orders changes.
+        let write = self.begin_unordered().await?;
         self.finish_many(write, &[], audits).await.map(|_| ())
     }
 

@@ -1,7 +1,8 @@
 //! Client commands against a running patgate: tokens, decisions, directory import.
 //!
 //! Exit codes: 0 success (or an allowed decision), 1 the server refused (or a denied
-//! decision), 2 a usage, connection or server error.
+//! decision), 2 a usage, connection or server error (a success whose answer cannot be read,
+//! or lacks what the command needs, is one: a new token's secret, a decision's verdict).
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -128,15 +129,43 @@ struct Client {
 struct Reply {
     status: u16,
     body: Value,
+    /// Why the body could not be read as JSON (a broken connection, an HTML page from a
+    /// proxy), when it could not.
+    unreadable: Option<String>,
     /// `X-Next-Page` of a paged list, when there is a next page.
     next_page: Option<u32>,
 }
 
 impl Reply {
-    /// The body of a success; a refusal is printed and becomes its exit code.
+    /// The body of a success; a refusal is printed and becomes its exit code, and so does
+    /// a success whose body cannot be read (exit 2: the server, or what stands in front of
+    /// it, failed).
     fn accepted(self) -> Result<Value, ExitCode> {
-        if self.status >= 400 { Err(refused(&self)) } else { Ok(self.body) }
+        if self.status >= 400 {
+            return Err(refused(&self));
+        }
+        match self.unreadable {
+            Some(why) => Err(unusable(&format!("the server answered {} but {why}", self.status))),
+            None => Ok(self.body),
+        }
     }
+
+    /// [`accepted`](Self::accepted), and the body must hold `key` (a new token's secret, a
+    /// decision's verdict).
+    fn accepted_with(self, key: &str, what: &str) -> Result<Value, ExitCode> {
+        let body = self.accepted()?;
+        if body.get(key).is_some_and(|value| !value.is_null()) {
+            Ok(body)
+        } else {
+            Err(unusable(&format!("the server's answer has no `{key}` ({what})")))
+        }
+    }
+}
+
+/// Prints why a reply is of no use and gives exit code 2.
+fn unusable(why: &str) -> ExitCode {
+    eprintln!("patgate: {why}");
+    ExitCode::from(2)
 }
 
 impl Client {
@@ -170,10 +199,15 @@ impl Client {
             .get("x-next-page")
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse().ok());
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        let body =
-            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Ok(Reply { status, body, next_page })
+        let (body, unreadable) = match response.body_mut().read_to_string() {
+            Err(error) => (Value::Null, Some(format!("its answer could not be read: {error}"))),
+            Ok(text) if text.is_empty() => (Value::Null, None),
+            Ok(text) => match serde_json::from_str(&text) {
+                Ok(body) => (body, None),
+                Err(_) => (Value::String(text), Some("its answer is not JSON".to_owned())),
+            },
+        };
+        Ok(Reply { status, body, unreadable, next_page })
     }
 
     fn with_token<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
@@ -529,7 +563,8 @@ fn narrow(client: &Client, json: bool, id: &str) -> anyhow::Result<ExitCode> {
         },
         id => id.to_owned(),
     };
-    let token = match client.send("POST", &format!("/api/v1/personal_access_tokens/{id}/narrow"), None)?.accepted() {
+    let reply = client.send("POST", &format!("/api/v1/personal_access_tokens/{id}/narrow"), None)?;
+    let token = match reply.accepted_with("token", "the new secret; the old token may be revoked already") {
         Ok(token) => token,
         Err(code) => return Ok(code),
     };
@@ -594,7 +629,14 @@ pub fn token(connection: &Connection, command: TokenCommand) -> anyhow::Result<E
         }
         TokenCommand::Revoke { id } => client.send("DELETE", &format!("/api/v1/personal_access_tokens/{id}"), None)?,
     };
-    let body = match reply.accepted() {
+    let body = match &command {
+        TokenCommand::Create { .. } => reply.accepted_with("token", "the new secret"),
+        TokenCommand::Rotate { .. } => {
+            reply.accepted_with("token", "the new secret; the old token may be revoked already")
+        }
+        _ => reply.accepted(),
+    };
+    let body = match body {
         Ok(body) => body,
         Err(code) => return Ok(code),
     };
@@ -618,23 +660,26 @@ pub fn decide(connection: &Connection, args: DecideArgs) -> anyhow::Result<ExitC
     let body = json!({ "token": token, "method": args.method, "path": args.path, "client_ip": args.client_ip });
     let unauthenticated = Client { token: None, ..client };
     let reply = unauthenticated.send("POST", "/api/v1/decide", Some(body))?;
-    if reply.status >= 400 {
-        return Ok(refused(&reply));
-    }
-    let allowed = reply.body.get("allowed").and_then(Value::as_bool).unwrap_or(false);
+    let body = match reply.accepted_with("allowed", "the verdict") {
+        Ok(body) => body,
+        Err(code) => return Ok(code),
+    };
+    let Some(allowed) = body.get("allowed").and_then(Value::as_bool) else {
+        return Ok(unusable("the server's `allowed` is not true or false"));
+    };
     if connection.json {
-        out(&serde_json::to_string_pretty(&reply.body)?);
+        out(&serde_json::to_string_pretty(&body)?);
     } else {
-        let verdict = if allowed { "ALLOW".to_owned() } else { format!("DENY {}", text(&reply.body, "status")) };
-        out(&format!("{verdict} {}: {}", text(&reply.body, "reason"), text(&reply.body, "message")));
-        if let Some(endpoint) = reply.body.get("endpoint").and_then(Value::as_str) {
+        let verdict = if allowed { "ALLOW".to_owned() } else { format!("DENY {}", text(&body, "status")) };
+        out(&format!("{verdict} {}: {}", text(&body, "reason"), text(&body, "message")));
+        if let Some(endpoint) = body.get("endpoint").and_then(Value::as_str) {
             out(&format!("  endpoint  {endpoint}"));
         }
-        if let Some(boundary) = reply.body.get("boundary") {
+        if let Some(boundary) = body.get("boundary") {
             out(&format!("  boundary  {} {}", text(boundary, "kind"), text(boundary, "path")));
         }
-        if reply.body.get("missing").is_some() {
-            out(&format!("  missing   {} ({})", text(&reply.body, "missing"), text(&reply.body, "missing_label")));
+        if body.get("missing").is_some() {
+            out(&format!("  missing   {} ({})", text(&body, "missing"), text(&body, "missing_label")));
         }
     }
     Ok(if allowed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -651,18 +696,19 @@ pub fn admin(connection: &Connection, command: AdminCommand) -> anyhow::Result<E
     let contents = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let body: Value = serde_json::from_str(&contents).with_context(|| format!("{} is not JSON", file.display()))?;
     let reply = client.send("POST", "/api/v1/admin/directory/import", Some(body))?;
-    if reply.status >= 400 {
-        return Ok(refused(&reply));
-    }
+    let body = match reply.accepted() {
+        Ok(body) => body,
+        Err(code) => return Ok(code),
+    };
     if connection.json {
-        out(&serde_json::to_string_pretty(&reply.body)?);
+        out(&serde_json::to_string_pretty(&body)?);
     } else {
         out(&format!(
             "imported {} users, {} groups, {} projects, {} memberships",
-            text(&reply.body, "users"),
-            text(&reply.body, "groups"),
-            text(&reply.body, "projects"),
-            text(&reply.body, "memberships")
+            text(&body, "users"),
+            text(&body, "groups"),
+            text(&body, "projects"),
+            text(&body, "memberships")
         ));
     }
     Ok(ExitCode::SUCCESS)

@@ -122,7 +122,7 @@ impl fmt::Debug for Config {
             .field("database_url", &redact_url(&self.database_url))
             .field("secret_key_file", &self.secret_key_file)
             .field("trusted_proxies", &self.trusted_proxies)
-            .field("webhooks", &self.webhooks)
+            .field("webhooks", &Webhooks(&self.webhooks))
             .field("webhook_secret_file", &self.webhook_secret_file)
             .field("expiry_notice_interval", &self.expiry_notice_interval)
             .field("inactivity_interval", &self.inactivity_interval)
@@ -132,14 +132,65 @@ impl fmt::Debug for Config {
     }
 }
 
-/// A database URL with its password replaced, for logs and `check-config`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((credentials, host)) = rest.split_once('@') else { return url.to_owned() };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:[redacted]@{host}"),
-        None => url.to_owned(),
+/// The webhook targets as `Debug` shows them: each receiver without its URL's secrets.
+struct Webhooks<'a>(&'a [patgate_store::WebhookTarget]);
+
+impl fmt::Debug for Webhooks<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(
+                self.0.iter().map(|target| Webhook {
+                    url: patgate_server::webhook::receiver(&target.url),
+                    events: &target.events,
+                }),
+            )
+            .finish()
     }
+}
+
+#[derive(Debug)]
+#[expect(dead_code, reason = "read by the derived Debug only")]
+struct Webhook<'a> {
+    url: String,
+    events: &'a [String],
+}
+
+/// Whether a URL's query parameter `key` carries a secret (sqlx's `password`,
+/// `sslpassword`, and the like).
+fn secret_parameter(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pass", "secret", "token"].iter().any(|word| key.contains(word))
+}
+
+/// A database URL with its password replaced, for logs and `check-config`: the userinfo's
+/// password (which may hold `@`: the URL's last `@` ends it) and secret query parameters
+/// (`?password=…`). A text that is no URL shows nothing of itself.
+pub fn redact_url(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else { return "[not a URL]".to_owned() };
+    // A marker the URL's own encoding leaves alone, swapped for the brackets below.
+    const MARKER: &str = "REDACTED";
+    let had_password = url.password().is_some() && url.set_password(Some(MARKER)).is_ok();
+    let query = url.query().map(|query| {
+        query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if secret_parameter(key) => format!("{key}=[redacted]"),
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    url.set_query(None);
+    url.set_fragment(None);
+    let mut shown = url.to_string();
+    if had_password {
+        shown = shown.replacen(&format!(":{MARKER}@"), ":[redacted]@", 1);
+    }
+    if let Some(query) = query {
+        shown.push('?');
+        shown.push_str(&query);
+    }
+    shown
 }
 
 impl Config {
@@ -176,7 +227,8 @@ impl Config {
         let mut webhooks = Vec::new();
         for url in urls.iter().map(|url| url.trim()).filter(|url| !url.is_empty()) {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                anyhow::bail!("webhook_urls: `{url}` must be an http:// or https:// URL");
+                let shown = patgate_server::webhook::receiver(url);
+                anyhow::bail!("webhook_urls: `{shown}` must be an http:// or https:// URL");
             }
             webhooks.push(patgate_store::WebhookTarget {
                 url: url.to_owned(),
@@ -248,6 +300,56 @@ mod tests {
         assert!(Config::layer(bad, &Overrides::default()).is_err());
         let bad = FileConfig { trusted_proxies: Some(vec!["10.0.0.1/8".into()]), ..FileConfig::default() };
         assert!(Config::layer(bad, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn no_password_or_webhook_secret_reaches_the_debug_output() {
+        let file: FileConfig = toml::from_str(
+            r#"
+database_url = "postgres://u:p@ss@db/x"
+webhook_urls = ["https://u:token@hooks.example/x", "https://hooks.slack.example/services/T0/B0/XYZSECRET?sig=abc"]
+"#,
+        )
+        .unwrap();
+        let config = Config::layer(file, &Overrides::default()).unwrap();
+        let shown = format!("{config:?}\n{config:#?}");
+        for secret in ["ss@db", "p@ss", "token", "XYZSECRET", "abc"] {
+            assert!(!shown.contains(secret), "`{secret}` in {shown}");
+        }
+        assert!(shown.contains("postgres://u:[redacted]@db/x"), "{shown}");
+        assert!(
+            shown.contains("https://hooks.example/…") && shown.contains("https://hooks.slack.example/…"),
+            "{shown}"
+        );
+
+        let file: FileConfig =
+            toml::from_str("database_url = \"postgres://u@db/x?sslmode=require&password=hunter2\"").unwrap();
+        let config = Config::layer(file, &Overrides::default()).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://u@db/x?sslmode=require&password=[redacted]"), "{shown}");
+    }
+
+    #[test]
+    fn a_redacted_url_keeps_what_is_not_secret() {
+        assert_eq!(redact_url("postgres://u:hunter2@db:5432/x"), "postgres://u:[redacted]@db:5432/x");
+        assert_eq!(
+            redact_url("postgres://db/x?application_name=p&sslpassword=b"),
+            "postgres://db/x?application_name=p&sslpassword=[redacted]"
+        );
+        assert_eq!(redact_url("postgresql://u@db/x"), "postgresql://u@db/x");
+        for sqlite in [
+            "sqlite://patgate.db",
+            "sqlite://patgate.db?cache=shared",
+            "sqlite:///var/lib/patgate.db",
+            "sqlite::memory:",
+        ] {
+            assert_eq!(redact_url(sqlite), sqlite);
+        }
+        // A bad webhook URL is refused without showing its credentials.
+        let file = FileConfig { webhook_urls: Some(vec!["ftp://u:s3cret@h/x".into()]), ..FileConfig::default() };
+        let error = Config::layer(file, &Overrides::default()).unwrap_err().to_string();
+        assert!(!error.contains("s3cret"), "{error}");
     }
 
     #[test]

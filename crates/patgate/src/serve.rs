@@ -95,31 +95,53 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let shared = Arc::new(shared);
 
-    let mut settings = shared.settings();
-    if settings.key_fingerprint.is_empty() {
-        settings.key_fingerprint = fingerprint;
+    // The first replica to start on a new database records its secret's fingerprint (under
+    // the write lock: of replicas starting at once with different secrets, one wins and the
+    // others stop here).
+    let stored = if shared.settings().key_fingerprint.is_empty() {
         let audit = Audit::new("settings_changed", Actor::default(), shared.clock.now());
-        shared.store.put_settings(&settings, audit).await?;
+        let stored = shared.store.claim_key_fingerprint(&fingerprint, audit).await?;
         shared.catch_up().await?;
-    } else if settings.key_fingerprint != fingerprint {
+        stored
+    } else {
+        shared.settings().key_fingerprint
+    };
+    if stored != fingerprint {
         bail!(
-            "{} is not the secret this database's tokens were made with (fingerprint {} expected); \
+            "{} is not the secret this database's tokens were made with (fingerprint {stored} expected); \
              use the right secret file or every token would stop working",
             config.secret_key_file.display(),
-            settings.key_fingerprint
         );
     }
 
-    if let Some(token) = bootstrap::ensure_admin(&shared).await? {
-        match &args.bootstrap_token_file {
-            Some(path) => {
-                bootstrap::write_private(path, token.expose_secret())
-                    .with_context(|| format!("writing {}", path.display()))?;
-                eprintln!("patgate: created user `admin`; its token is in {} (shown once)", path.display());
+    // A first start, or one where no administrator can manage the instance any more
+    // (docs/lifecycle.md, "The first admin token").
+    let made = match bootstrap::bootstrap_admin(&shared, args.bootstrap_token_file.as_deref()).await {
+        // `admin` cannot be had (a group holds the name): serving on beats not starting.
+        Err(bootstrap::BootstrapError::Store(error @ patgate_store::StoreError::Conflict(_))) => {
+            tracing::error!(%error, "no administrator can manage this instance, and user `admin` cannot be made one");
+            None
+        }
+        made => made?,
+    };
+    if let Some(made) = made {
+        let what = if made.created_user {
+            "created user `admin`"
+        } else {
+            tracing::warn!("no administrator could manage this instance: user `admin` has a new admin token");
+            "no administrator could manage this instance: made a new token for user `admin`"
+        };
+        match made.file {
+            Some(Ok(path)) => eprintln!("patgate: {what}; its token is in {} (shown once)", path.display()),
+            Some(Err((temporary, error))) => {
+                let wanted = args.bootstrap_token_file.as_deref().unwrap_or(temporary.as_path());
+                eprintln!(
+                    "patgate: {what}; its token could not be moved to {} ({error}) and is in {} (shown once)",
+                    wanted.display(),
+                    temporary.display()
+                );
             }
-            None => {
-                eprintln!("patgate: created user `admin` with token (shown once):\n\n    {}\n", token.expose_secret())
-            }
+            None => eprintln!("patgate: {what} with token (shown once):\n\n    {}\n", made.token.expose_secret()),
         }
     }
     if args.demo {

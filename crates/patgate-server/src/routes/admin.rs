@@ -6,18 +6,19 @@ use axum::{
     http::StatusCode,
 };
 use patgate_core::{
-    BoundaryRef, Directory, MembershipTarget, Role, UserState, Visibility, validate::LARGEST_MAX_LIFETIME_DAYS,
+    BoundaryRef, Directory, MembershipTarget, Role, UserId, UserState, Visibility,
+    validate::{LARGEST_MAX_LIFETIME_DAYS, authority_within},
 };
 use patgate_store::{Actor, Audit, DirectoryBatch, Settings, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    auth::{Caller, Credentials, authorize},
+    auth::{Caller, Credentials, authorize, session_authority},
     error::ApiError,
     extract::RawBody,
     password::Password,
     routes::session::store_password,
-    state::{AppState, Shared},
+    state::{AppState, Shared, policy_of},
 };
 
 fn admin(state: &Shared, headers: &Credentials, permission: &str, read_only: bool) -> Result<Caller, ApiError> {
@@ -184,7 +185,7 @@ pub async fn import(
     let batch = validate_import(&mut directory, &body)?;
     let (counts, _) =
         state.store.import(&batch, Audit::new("directory_imported", actor(&caller), state.clock.now())).await?;
-    state.catch_up().await?;
+    state.catch_up_after_write().await;
     Ok(Json(ImportResponse {
         users: counts.users,
         groups: counts.groups,
@@ -215,7 +216,7 @@ pub async fn create_user(
             Audit::new("user_created", actor(&caller), state.clock.now()),
         )
         .await?;
-    state.catch_up().await?;
+    state.catch_up_after_write().await;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id.0, "username": body.username.to_ascii_lowercase() }))))
 }
 
@@ -232,7 +233,7 @@ async fn set_state(
         .store
         .set_user_state(user, new_state, Audit::new(event, actor(&caller), state.clock.now()).user(user))
         .await?;
-    state.catch_up().await?;
+    state.catch_up_after_write().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -276,11 +277,37 @@ pub async fn set_password(
     body: RawBody,
 ) -> Result<StatusCode, ApiError> {
     let caller = admin(&state, &headers, "admin_user:update", false)?;
+    let user = state.user_id(&username)?;
+    may_hand_out_session(&state, &caller, user)?;
     let body: SetPasswordRequest = body.json()?;
     body.password.check_rules("password")?;
-    let user = state.user_id(&username)?;
     store_password(&state, user, &body.password, actor(&caller), state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Setting a user's password hands the caller the user's web session, which acts with the
+/// user's full live rights ([`session_token`]): it is minting that session's credential. A
+/// token may do it only when the session is within the token's own authority, as for any
+/// token a token mints (DESIGN §6), or a narrow `admin_user:update` token would sign in as
+/// an administrator and mint itself anything. A signed-in administrator is bound only by
+/// their live role, as when they mint a token.
+fn may_hand_out_session(state: &Shared, caller: &Caller, user: UserId) -> Result<(), ApiError> {
+    let Some(creator) = caller.creator() else { return Ok(()) };
+    let engine = state.engine();
+    let directory = &engine.index.directory;
+    let target = directory.user(user).ok_or_else(|| ApiError::NotFound("user does not exist".into()))?;
+    if authority_within(&session_authority(target), &creator.authority, directory, target) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden {
+        reason: "escalation",
+        message: format!(
+            "Setting a password hands out `{}`'s web session, which can do everything they can; this token may \
+             only do that for a user whose session is within its own permissions (a signed-in administrator may).",
+            target.username
+        ),
+        missing: None,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,7 +332,7 @@ pub async fn create_group(
         .store
         .create_group(&path, visibility, Audit::new("group_created", actor(&caller), state.clock.now()))
         .await?;
-    state.catch_up().await?;
+    state.catch_up_after_write().await;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id.0, "full_path": path }))))
 }
 
@@ -324,7 +351,7 @@ pub async fn create_project(
         .store
         .create_project(&path, visibility, Audit::new("project_created", actor(&caller), state.clock.now()))
         .await?;
-    state.catch_up().await?;
+    state.catch_up_after_write().await;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id.0, "full_path": path }))))
 }
 
@@ -363,7 +390,7 @@ pub async fn update_project(
         serde_json::json!({ "from": project.full_path.to_string(), "to": moved, "visibility": visibility.name() }),
     );
     state.store.update_project(project.id, &moved, visibility, audit).await?;
-    state.catch_up().await?;
+    state.catch_up_after_write().await;
     Ok(Json(serde_json::json!({ "id": project.id.0, "full_path": moved, "visibility": visibility.name() })))
 }
 
@@ -406,7 +433,7 @@ pub async fn set_membership(
         .user(user)
         .details(serde_json::json!({ "target": body.target, "role": role.name() }));
     state.store.set_membership(user, target, Some(role), audit).await?;
-    state.catch_up().await?;
+    state.catch_up_after_write().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -422,7 +449,7 @@ pub async fn remove_membership(
         .user(user)
         .details(serde_json::json!({ "target": body.target }));
     state.store.set_membership(user, target, None, audit).await?;
-    state.catch_up().await?;
+    state.catch_up_after_write().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -540,12 +567,13 @@ pub async fn put_settings(
     let now = state.clock.now();
     let before = state.engine().policy.clone();
     state.store.put_settings(&settings, Audit::new("settings_changed", actor(&caller), now)).await?;
-    state.catch_up().await?;
+    state.catch_up_after_write().await;
     // Tokens the new policy blocks (a lowered lifetime cap, legacy tokens turned off) are not
     // revoked: they are denied at use until rotated. Record which, once, for the audit log.
+    // The new policy is the one just written, whether or not the index has caught up yet.
     let blocked: Vec<Audit> = {
         let engine = state.engine();
-        let after = &engine.policy;
+        let after = &policy_of(&settings, &engine.index.directory);
         engine
             .index
             .tokens()
@@ -568,5 +596,5 @@ pub async fn put_settings(
             .collect()
     };
     state.store.record_audit(&blocked).await?;
-    Ok(Json(state.settings()))
+    Ok(Json(settings))
 }

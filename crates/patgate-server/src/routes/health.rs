@@ -13,11 +13,20 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: the database answers and the index is loaded.
+/// How long catching up with the change log may keep failing before `/readyz` says so:
+/// the follower retries every second, so one failure is a blip.
+pub const CATCH_UP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `GET /readyz`: the database answers, the index is loaded and follows the change log.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
+    if state.store.ping().await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n");
+    }
+    match state.metrics.catch_up_failing_for() {
+        Some(failing) if failing >= CATCH_UP_GRACE => {
+            (StatusCode::SERVICE_UNAVAILABLE, "the index is not following the change log\n")
+        }
+        _ => (StatusCode::OK, "ready\n"),
     }
 }
 

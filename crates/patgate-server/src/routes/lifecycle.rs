@@ -18,14 +18,35 @@ use crate::{
 /// Token strings one leak report may carry.
 pub const LEAK_REPORT_LIMIT: usize = 1000;
 
+/// A string a client sends as a token (a leak report's, a lookup's), not yet known to be
+/// one: it may be a live secret.
+///
+/// INVARIANT: `Debug` shows nothing of it; there is no `Display`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct TokenText(String);
+
+impl TokenText {
+    /// The text, to parse and look up. Never log it.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TokenText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenText([redacted])")
+    }
+}
+
 /// One reported string: `{"token": "…", "type"?, "url"?, "source"?}` (what GitHub's secret
 /// scanning sends) or the bare string.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Reported {
-    Bare(String),
+    Bare(TokenText),
     Match {
-        token: String,
+        token: TokenText,
         #[serde(default)]
         url: Option<String>,
         #[serde(default)]
@@ -77,8 +98,10 @@ pub async fn report_leak(
         let engine = state.engine();
         for item in &reported {
             let (text, location) = match item {
-                Reported::Bare(text) => (text.as_str(), None),
-                Reported::Match { token, url, source } => (token.as_str(), url.clone().or_else(|| source.clone())),
+                Reported::Bare(text) => (text.expose_secret(), None),
+                Reported::Match { token, url, source } => {
+                    (token.expose_secret(), url.clone().or_else(|| source.clone()))
+                }
             };
             // Parsing (prefix + CRC32) is offline; only a well-formed string is digested and
             // looked up, and only in memory.
@@ -100,7 +123,7 @@ pub async fn report_leak(
         state.store.revoke_tokens(&[*id], "leaked", audit).await?;
     }
     if !found.is_empty() {
-        state.catch_up().await?;
+        state.catch_up_after_write().await;
         tracing::warn!(revoked = found.len(), "leak report: tokens revoked");
     }
     Ok((
@@ -113,7 +136,7 @@ pub async fn report_leak(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LookupRequest {
-    pub token: String,
+    pub token: TokenText,
 }
 
 /// `POST /api/v1/admin/token_lookup`: which token a string is, without revoking it.
@@ -127,7 +150,7 @@ pub async fn token_lookup(
     let request: LookupRequest = body.json()?;
     let id = {
         let engine = state.engine();
-        patgate_core::authenticate(&engine.index, &engine.format, &engine.key, request.token.trim())
+        patgate_core::authenticate(&engine.index, &engine.format, &engine.key, request.token.expose_secret().trim())
             .map(|token| token.id)
             .map_err(|reason| match reason {
                 patgate_core::DenyReason::Malformed(error) => {
@@ -294,4 +317,48 @@ pub async fn webhook_deliveries(
             })
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A well-formed token, as a scanner would report it.
+    const SECRET: &str = "pgfgt-Qm9vb0JhckJhekh1bjEyMzQ1Njc4OTBhYmNk0Xyz";
+
+    #[track_caller]
+    fn assert_hidden(shown: &str) {
+        assert!(!shown.contains(SECRET) && !shown.contains("Qm9vb0Jh"), "the token is shown: {shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
+
+    #[test]
+    fn a_reported_string_is_not_shown_by_debug() {
+        let bare: Reported = serde_json::from_value(json!(SECRET)).unwrap();
+        assert!(matches!(bare, Reported::Bare(_)));
+        assert_hidden(&format!("{bare:?}"));
+        let found: Reported =
+            serde_json::from_value(json!({ "token": SECRET, "url": "https://example.com/x" })).unwrap();
+        assert!(matches!(found, Reported::Match { .. }));
+        let shown = format!("{found:?}");
+        assert_hidden(&shown);
+        assert!(shown.contains("https://example.com/x"), "{shown}");
+    }
+
+    #[test]
+    fn a_leak_report_is_not_shown_by_debug() {
+        for body in [json!([SECRET, { "token": SECRET }]), json!({ "tokens": [SECRET, { "token": SECRET }] })] {
+            let report: LeakReport = serde_json::from_value(body).unwrap();
+            assert_hidden(&format!("{report:?}"));
+            assert_hidden(&format!("{report:#?}"));
+        }
+    }
+
+    #[test]
+    fn a_lookup_request_is_not_shown_by_debug() {
+        let request: LookupRequest = serde_json::from_value(json!({ "token": SECRET })).unwrap();
+        assert_eq!(request.token.expose_secret(), SECRET);
+        assert_hidden(&format!("{request:?}"));
+        assert_hidden(&format!("{request:#?}"));
+    }
 }

@@ -8,14 +8,15 @@ use axum::{
     http::StatusCode,
 };
 use patgate_core::{
-    Authority, BoundaryRef, Engine, Grant, Reach, Timestamp, TokenId, TokenKind, UserId, UserLocator,
+    Authority, BoundaryRef, Engine, Grant, PlainToken, Reach, Timestamp, TokenId, TokenKind, UserId, UserLocator,
     validate::{
         AuthoritySpec, GrantSpec, LifetimePolicy, NewTokenSpec, ValidationError, validate_group_caps,
         validate_new_token,
     },
 };
 use patgate_store::{
-    Actor, Audit, LifetimeRules, NewToken, PermissionUse, StateFilter, Store, TokenPageQuery, TokenRow, TokenSort,
+    Actor, Audit, LifetimeRules, NewToken, PermissionUse, Settings, StateFilter, Store, TokenPageQuery, TokenRow,
+    TokenSort,
 };
 use serde::{Deserialize, Serialize};
 
@@ -56,14 +57,16 @@ pub struct CreateTokenRequest {
 }
 
 /// A token as the API shows it: never the secret (except `token` once), never the digest.
+/// `Debug` shows the secret's display prefix only ([`PlainToken`]'s own `Debug`).
 #[derive(Debug, Serialize)]
 pub struct TokenResponse {
     pub id: u64,
     pub name: String,
     pub description: String,
     pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    /// The secret, in the answer that creates or rotates the token and nowhere else.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "shown_once")]
+    pub token: Option<PlainToken>,
     pub display_prefix: String,
     pub user: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,6 +96,14 @@ pub struct TokenResponse {
     pub last_used_at: Option<String>,
     pub family_id: u64,
     pub previous_id: Option<u64>,
+}
+
+/// Serialises the secret of a token shown once, in the clear (the only place it is).
+fn shown_once<S: serde::Serializer>(token: &Option<PlainToken>, serializer: S) -> Result<S::Ok, S::Error> {
+    match token {
+        Some(token) => serializer.serialize_str(token.expose_secret()),
+        None => serializer.serialize_none(),
+    }
 }
 
 fn date(stamp: Timestamp) -> String {
@@ -135,7 +146,7 @@ pub(crate) fn grant_body(engine: &Engine, grant: &Grant) -> GrantBody {
 pub fn token_response(
     shared: &Shared,
     row: &TokenRow,
-    secret: Option<String>,
+    secret: Option<PlainToken>,
     now: Timestamp,
     uses: &[PermissionUse],
 ) -> TokenResponse {
@@ -187,12 +198,18 @@ pub(crate) fn admin_permission(shared: &Shared, name: &str) -> Result<[patgate_c
     Ok([engine.resources.permission(name).map_err(|error| ApiError::Internal(error.to_string()))?])
 }
 
+/// The longest token name and description, in characters (Unicode scalar values, not bytes:
+/// the columns are `TEXT` on both databases, with no length limit).
+pub const LONGEST_NAME_CHARS: usize = 255;
+pub const LONGEST_DESCRIPTION_CHARS: usize = 1000;
+
 fn spec_of(body: &CreateTokenRequest) -> Result<NewTokenSpec, ApiError> {
-    if body.name.trim().is_empty() || body.name.len() > 255 {
-        return Err(ApiError::invalid("`name` must be 1 to 255 characters"));
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > LONGEST_NAME_CHARS {
+        return Err(ApiError::invalid(format!("`name` must be 1 to {LONGEST_NAME_CHARS} characters")));
     }
-    if body.description.len() > 1000 {
-        return Err(ApiError::invalid("`description` must be at most 1000 characters"));
+    if body.description.chars().count() > LONGEST_DESCRIPTION_CHARS {
+        return Err(ApiError::invalid(format!("`description` must be at most {LONGEST_DESCRIPTION_CHARS} characters")));
     }
     let expires_at = match body.expires_at.as_deref() {
         None | Some("") => None,
@@ -224,6 +241,26 @@ fn spec_of(body: &CreateTokenRequest) -> Result<NewTokenSpec, ApiError> {
     Ok(NewTokenSpec { authority, expires_at, allowed_ips: body.allowed_ips.clone() })
 }
 
+/// Whether the legacy policy lets a new legacy token come into being at `now`, by creation
+/// or by rotation: `legacy_tokens_allowed`, and before `legacy_creation_disabled_from`.
+fn legacy_creation_allowed(settings: &Settings, now: Timestamp) -> Result<(), ApiError> {
+    let cut_off = settings
+        .legacy_creation_disabled_from
+        .as_deref()
+        .and_then(Timestamp::parse_date)
+        .is_some_and(|from| now >= from);
+    if settings.legacy_tokens_allowed && !cut_off {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden {
+        reason: "legacy_disabled",
+        message: "Legacy tokens may no longer be created or renewed by rotation on this instance: create a \
+                  fine-grained token."
+            .into(),
+        missing: None,
+    })
+}
+
 /// Validates, mints and stores a token for `owner`; answers with the secret, once.
 async fn mint(
     shared: &Shared,
@@ -234,17 +271,8 @@ async fn mint(
     let spec = spec_of(body)?;
     let settings = shared.settings();
     let now = shared.clock.now();
-    let legacy_cut_off = settings
-        .legacy_creation_disabled_from
-        .as_deref()
-        .and_then(Timestamp::parse_date)
-        .is_some_and(|from| now >= from);
-    if (!settings.legacy_tokens_allowed || legacy_cut_off) && matches!(spec.authority, AuthoritySpec::Legacy { .. }) {
-        return Err(ApiError::Forbidden {
-            reason: "legacy_disabled",
-            message: "Legacy tokens may no longer be created on this instance: create a fine-grained token.".into(),
-            missing: None,
-        });
+    if matches!(spec.authority, AuthoritySpec::Legacy { .. }) {
+        legacy_creation_allowed(&settings, now)?;
     }
     let policy =
         LifetimePolicy { max_lifetime_days: settings.max_lifetime_days, expiry_required: settings.expiry_required };
@@ -273,9 +301,34 @@ async fn mint(
     let audit = Audit::new("token_created", caller.actor(), now)
         .details(serde_json::json!({ "name": new.name, "kind": new.authority.kind().name() }));
     let (id, _) = shared.store.create_token(&new, audit).await?;
-    shared.catch_up().await?;
-    let row = shared.store.token(id).await?.ok_or_else(|| ApiError::Internal("created token vanished".into()))?;
-    Ok(token_response(shared, &row, Some(plain.expose_secret().to_owned()), now, &[]))
+    shared.catch_up_after_write().await;
+    let row = written_row(id, new, id, None);
+    Ok(token_response(shared, &row, Some(plain), now, &[]))
+}
+
+/// The row a committed create or rotation wrote, as the store would read it back: the
+/// answer that shows the secret is built from it, not from a read after the commit that
+/// could fail and lose the secret.
+fn written_row(id: TokenId, new: NewToken, family: TokenId, previous: Option<TokenId>) -> TokenRow {
+    TokenRow {
+        id,
+        owner: new.owner,
+        name: new.name,
+        description: new.description,
+        kind: new.authority.kind(),
+        display_prefix: new.display_prefix,
+        authority: new.authority,
+        allowed_ips: new.allowed_ips,
+        created_at: new.created_at,
+        expires_at: new.expires_at,
+        revoked_at: None,
+        revoke_reason: None,
+        family,
+        previous,
+        last_used_at: None,
+        last_ips: Vec::new(),
+        last_notice_days: None,
+    }
 }
 
 /// `POST /api/v1/user/personal_access_tokens`: a token for the caller.
@@ -754,14 +807,16 @@ pub async fn revoke(
     let permission = own_permission(&state, "delete")?;
     let caller = authorize(&state, &headers, &permission, BoundaryRef::User(UserLocator::Caller), false, false)?;
     let row = owned(&state, &caller, parse_id(&id)?, &headers, "admin_user:update").await?;
-    if row.revoked_at.is_some() {
+    let now = state.clock.now();
+    // A rotated token still in its grace period works until then: revoking it ends that now.
+    if row.is_revoked(now) {
         return Err(ApiError::Conflict(format!("token {} is already revoked", row.id)));
     }
     let by_admin = row.owner != caller.user;
     let reason = if by_admin { "revoked_by_admin" } else { "revoked_by_owner" };
-    let audit = Audit::new("token_revoked", caller.actor(), state.clock.now()).user(row.owner);
+    let audit = Audit::new("token_revoked", caller.actor(), now).user(row.owner);
     state.store.revoke_token(row.id, reason, audit).await?;
-    state.catch_up().await?;
+    state.catch_up_after_write().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -790,8 +845,16 @@ pub(crate) async fn rotate_token(
     row: TokenRow,
     into: Replacement,
 ) -> Result<TokenResponse, ApiError> {
+    let now = state.clock.now();
     if row.revoked_at.is_some() {
         return Err(ApiError::Conflict(format!("token {} is revoked and cannot be rotated", row.id)));
+    }
+    // Rotation renews a live token; it does not bring an expired one back.
+    if row.expires_at.is_some_and(|expires| now >= expires) {
+        return Err(ApiError::Conflict(format!(
+            "token {} is expired and cannot be rotated: create a new token instead",
+            row.id
+        )));
     }
     // Rotating hands the caller the new secret: a token other than the rotated one must
     // cover everything the rotated token can do, or rotation would widen it. (A signed-in
@@ -810,9 +873,21 @@ pub(crate) async fn rotate_token(
                 missing: None,
             });
         }
+        // Nor from more addresses: the new secret would work where the caller's does not.
+        if !patgate_core::validate::allowlist_covered(&row.allowed_ips, &creator.allowed_ips) {
+            return Err(ApiError::Forbidden {
+                reason: "escalation",
+                message: "This token may only rotate tokens usable from no more addresses than its own allowlist."
+                    .into(),
+                missing: None,
+            });
+        }
     }
-    let now = state.clock.now();
     let settings = state.settings();
+    // A rotation into a legacy token makes a new legacy token, as creating one does.
+    if into.authority.kind() == TokenKind::Legacy {
+        legacy_creation_allowed(&settings, now)?;
+    }
     // A fresh lifetime as long as the old one was (in days from its creation date), capped by
     // the policy, at least 7 days.
     let created_day = row.created_at.0 - row.created_at.0.rem_euclid(patgate_core::time::DAY);
@@ -855,9 +930,9 @@ pub(crate) async fn rotate_token(
     let actor = caller.actor();
     let audit = Audit::new(into.event, actor, now).details(into.details);
     let (id, _) = state.store.rotate_token(row.id, &new, settings.rotation_grace_seconds, audit).await?;
-    state.catch_up().await?;
-    let row = state.store.token(id).await?.ok_or_else(|| ApiError::Internal("rotated token vanished".into()))?;
-    Ok(token_response(state, &row, Some(plain.expose_secret().to_owned()), now, &[]))
+    state.catch_up_after_write().await;
+    let written = written_row(id, new, row.family, Some(row.id));
+    Ok(token_response(state, &written, Some(plain), now, &[]))
 }
 
 /// Reuse detection: a token that was already rotated, presented to a rotate endpoint, means
@@ -879,7 +954,7 @@ async fn detect_reuse(state: &Shared, headers: &Credentials) -> Result<(), ApiEr
     let audit = Audit::new("reuse_detected", Actor { user: None, token: Some(row.id) }, now)
         .details(serde_json::json!({ "presented_token_id": row.id.0, "family_id": row.family.0 }));
     let (revoked, _) = state.store.revoke_tokens(&family, "reuse_detected", audit).await?;
-    state.catch_up().await?;
+    state.catch_up_after_write().await;
     tracing::warn!(
         token = row.id.0,
         family = row.family.0,
@@ -930,6 +1005,48 @@ mod tests {
 
     use super::*;
     use crate::insight::{EXPIRING_SOON_DAYS, Flag};
+
+    #[test]
+    fn a_token_response_shows_its_secret_when_serialised_and_never_by_debug() {
+        let format = patgate_core::TokenFormat::new("").unwrap();
+        let plain = format.generate(TokenKind::FineGrained).unwrap();
+        let secret = plain.expose_secret().to_owned();
+        let response = TokenResponse {
+            id: 7,
+            name: "ci".into(),
+            description: String::new(),
+            kind: "fine_grained",
+            token: Some(plain.clone()),
+            display_prefix: plain.display_prefix(),
+            user: "alice".into(),
+            scopes: None,
+            grants: Some(Vec::new()),
+            allowed_ips: Vec::new(),
+            created_at: "2026-11-28T12:00:00Z".into(),
+            expires_at: Some("2027-01-01".into()),
+            revoked_at: None,
+            revoke_reason: None,
+            state: "active",
+            blocked_reason: None,
+            flags: Vec::new(),
+            unused_permissions: Vec::new(),
+            last_ips: Vec::new(),
+            last_used_at: None,
+            family_id: 7,
+            previous_id: None,
+        };
+        // The random part after the display prefix is what must never be shown.
+        let hidden = &secret[plain.display_prefix().len()..];
+        for shown in [format!("{response:?}"), format!("{response:#?}")] {
+            assert!(!shown.contains(hidden), "the secret is shown: {shown}");
+            assert!(shown.contains("[redacted]"), "{shown}");
+        }
+        // The one answer that carries it shows it in the clear; the others have no `token`.
+        let json = serde_json::to_value(&response).unwrap();
+        assert_eq!(json["token"].as_str(), Some(secret.as_str()));
+        let json = serde_json::to_value(TokenResponse { token: None, ..response }).unwrap();
+        assert!(json.get("token").is_none(), "{json}");
+    }
 
     #[test]
     fn flags_bound_the_columns_they_imply_and_no_more() {

@@ -157,3 +157,19 @@ async fn validation_errors_are_422_invalid_token_request() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"], "invalid_token_request");
 }
+
+/// A path the store finds taken by another kind of thing inside the write (two writers
+/// that each checked their own copy of the directory) is a 409 saying what holds it; other
+/// conflicts keep the database's words to themselves.
+#[tokio::test]
+async fn a_path_taken_in_the_store_is_409_naming_what_holds_it() {
+    let (status, _, body) = render(ApiError::from(StoreError::Conflict("a group at `acme/x`".into()))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        (body["error"].as_str(), body["message"].as_str()),
+        (Some("conflict"), Some("a group at `acme/x` already exists"))
+    );
+    let unique = StoreError::Conflict("UNIQUE constraint failed: users.username".into());
+    let (status, _, body) = render(ApiError::from(unique)).await;
+    assert_eq!((status, body["message"].as_str()), (StatusCode::CONFLICT, Some("it already exists")));
+}

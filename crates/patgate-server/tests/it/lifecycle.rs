@@ -50,6 +50,9 @@ on_both_backends!(
     addresses_of_one_flush_are_listed_newest_first,
     a_flush_waits_for_the_flush_in_progress,
     webhooks_are_signed_retried_and_delivered_once,
+    rotation_follows_the_legacy_policy_of_creation,
+    an_expired_token_is_not_rotated_back_to_life,
+    a_rotated_token_in_its_grace_period_can_be_revoked,
 );
 
 /// How the API writes an instant.
@@ -294,6 +297,76 @@ async fn presenting_a_rotated_token_for_rotation_revokes_its_family(backend: Bac
     assert_eq!(reply.expect_error(401, "invalid_token")["reason"], "revoked");
     assert_eq!(app.reason(&sibling, "GET", USER).await, "allowed");
     assert_eq!(audit(&app, &app.admin, "type=reuse_detected").await.len(), 3);
+}
+
+async fn rotation_follows_the_legacy_policy_of_creation(backend: Backend) {
+    let app = App::on(&backend).await;
+    let alice_api = app.api_token_for("alice").await;
+    let alice_id = own_id(&app, &alice_api).await;
+    let dave_id = id_of(&app, &app.dave).await;
+    let alice_fine = id_of(&app, &app.alice).await;
+    let before = app.token_count().await;
+    let refused = |reply: &crate::support::Reply| {
+        let body = reply.expect_error(403, "legacy_disabled");
+        assert!(body.get("token").is_none(), "{body}");
+    };
+
+    // Legacy tokens turned off: no rotation renews one, by itself or by another credential.
+    put_settings(&app, &app.admin, json!({ "legacy_tokens_allowed": false })).await;
+    refused(&app.call("POST", SELF_ROTATE, Some(&alice_api), None).await);
+    refused(&app.call("POST", &format!("{TOKENS}/{alice_id}/rotate"), Some(&alice_api), None).await);
+    refused(&app.call("POST", &format!("{TOKENS}/{dave_id}/rotate"), Some(&app.admin), None).await);
+    assert_eq!(app.token_count().await, before, "a refused rotation made a token");
+    // The old ones keep working (the policy stops creation, not use) and are not revoked.
+    assert_eq!(app.reason(&alice_api, "GET", USER).await, "allowed");
+    assert_eq!(app.reason(&app.dave, "GET", USER).await, "allowed");
+    assert_eq!(show(&app, &app.admin, dave_id).await["state"], "active");
+    // A fine-grained token still rotates.
+    app.call("POST", &format!("{TOKENS}/{alice_fine}/rotate"), Some(&app.admin), None).await.expect(200);
+
+    // The creation cut-off date, from its first second.
+    put_settings(
+        &app,
+        &app.admin,
+        json!({ "legacy_tokens_allowed": true, "legacy_creation_disabled_from": "2026-12-01" }),
+    )
+    .await;
+    app.set_now(at(2026, 11, 30, 23, 59, 59));
+    let rotated = app.call("POST", SELF_ROTATE, Some(&alice_api), None).await.expect(200).json();
+    let rotated = rotated["token"].as_str().unwrap().to_owned();
+    app.set_now(at(2026, 12, 1, 0, 0, 0));
+    refused(&app.call("POST", SELF_ROTATE, Some(&rotated), None).await);
+    refused(&app.call("POST", &format!("{TOKENS}/{dave_id}/rotate"), Some(&app.admin), None).await);
+    assert_eq!(app.reason(&rotated, "GET", USER).await, "allowed");
+}
+
+async fn an_expired_token_is_not_rotated_back_to_life(backend: Backend) {
+    let app = App::on(&backend).await;
+    let alice_api = legacy_api(&app, "alice", "2027-06-30").await;
+    let body = json!({ "name": "short", "expires_at": "2026-12-01", "scopes": ["read_api"] });
+    let short = app.call("POST", OWN, Some(&alice_api), Some(&body)).await.expect(201).json();
+    let (secret, id) = (short["token"].as_str().unwrap().to_owned(), short["id"].as_u64().unwrap());
+    let rotate = format!("{TOKENS}/{id}/rotate");
+
+    app.set_now(at(2026, 12, 1, 0, 0, 0));
+    assert_eq!(verdict(&app, &secret, "GET", USER).await, denied(401, "expired"));
+    let before = app.token_count().await;
+    // Its owner's other token, and an administrator: 409, as for a revoked token.
+    for by in [&alice_api, &app.admin] {
+        let reply = app.call("POST", &rotate, Some(by), None).await;
+        let body = reply.expect_error(409, "conflict");
+        assert!(body["message"].as_str().unwrap().contains("expired"), "{body}");
+        assert!(body.get("token").is_none(), "{body}");
+    }
+    assert_eq!(app.token_count().await, before, "a refused rotation made a token");
+    assert_eq!(show(&app, &app.admin, id).await["state"], "expired");
+    assert_eq!(verdict(&app, &secret, "GET", USER).await, denied(401, "expired"));
+
+    // The second before it expires, it still rotates.
+    let body = json!({ "name": "short", "expires_at": "2026-12-05", "scopes": ["read_api"] });
+    let other = app.call("POST", OWN, Some(&alice_api), Some(&body)).await.expect(201).json();
+    app.set_now(at(2026, 12, 4, 23, 59, 59));
+    app.call("POST", &format!("{TOKENS}/{}/rotate", other["id"]), Some(&alice_api), None).await.expect(200);
 }
 
 async fn a_lowered_cap_blocks_at_use_until_the_token_rotates(backend: Backend) {
@@ -1138,4 +1211,26 @@ async fn webhooks_are_signed_retried_and_delivered_once(backend: Backend) {
         assert_eq!(body, done["payload"]);
     }
     assert_eq!(received[0].body, received[1].body, "a retry sends the same body");
+}
+
+/// A rotated token keeps working during its grace period; revoking it ends that at once.
+async fn a_rotated_token_in_its_grace_period_can_be_revoked(backend: Backend) {
+    let app = App::on(&backend).await;
+    put_settings(&app, &app.admin, json!({ "rotation_grace_seconds": 600 })).await;
+    let old = app.api_token_for("bob").await;
+    let old_id = own_id(&app, &old).await;
+    let new = app.call("POST", SELF_ROTATE, Some(&old), None).await.expect(200).json();
+    let new = new["token"].as_str().unwrap().to_owned();
+    app.set_now(start() + 60);
+    assert_eq!(app.reason(&old, "GET", USER).await, "allowed", "the grace period");
+    app.call("DELETE", &format!("{TOKENS}/{old_id}"), Some(&new), None).await.expect(204);
+    assert_eq!(verdict(&app, &old, "GET", USER).await, denied(401, "revoked"));
+    let shown = show(&app, &app.admin, old_id).await;
+    assert_eq!(
+        (shown["revoke_reason"].as_str(), shown["revoked_at"].as_str()),
+        (Some("revoked_by_owner"), Some(iso(start() + 60).as_str()))
+    );
+    // Now it is revoked: a second revocation is a conflict, and the new token is untouched.
+    app.call("DELETE", &format!("{TOKENS}/{old_id}"), Some(&new), None).await.expect_error(409, "conflict");
+    assert_eq!(app.reason(&new, "GET", USER).await, "allowed");
 }

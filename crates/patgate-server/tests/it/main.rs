@@ -10,6 +10,7 @@ mod errors;
 mod forward_auth;
 mod health;
 mod lifecycle;
+mod replicas;
 mod support;
 mod table;
 mod tokens;

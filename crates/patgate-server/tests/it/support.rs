@@ -281,6 +281,21 @@ impl App {
         App { router, shared, now, admin, alice, bob, dave, secret, _database: database }
     }
 
+    /// Another replica on this service's database, on the same clock and secret, loaded
+    /// now: it learns of later changes only when it catches up.
+    pub async fn replica(&self) -> Replica {
+        let resources = Resources::builtin().unwrap();
+        let catalog = Catalog::builtin(&resources).unwrap();
+        let store = SqlStore::connect(&self._database.url(), Arc::new(resources.clone())).await.unwrap();
+        let key = DigestKey::new(&self.secret).unwrap();
+        let trusted = vec!["127.0.0.0/8".parse::<IpNet>().unwrap()];
+        let shared = Arc::new(
+            Shared::load(store, resources, catalog, key, trusted, Clock::Fixed(self.now.clone())).await.unwrap(),
+        );
+        let peer = SocketAddr::new(LOOPBACK_PEER.parse().unwrap(), 41_000);
+        Replica { router: patgate_server::router(shared.clone()).layer(MockConnectInfo(peer)), shared }
+    }
+
     /// Moves the fixed clock to `seconds` since the epoch.
     pub fn set_now(&self, seconds: i64) {
         self.now.store(seconds, Ordering::SeqCst);
@@ -408,6 +423,30 @@ impl App {
         let parsed = format.parse(token).unwrap();
         let digest = DigestKey::new(&self.secret).unwrap().digest(&parsed);
         digest.as_bytes().iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+}
+
+/// A second replica of an [`App`] (see [`App::replica`]).
+#[derive(Debug)]
+pub struct Replica {
+    pub router: Router,
+    pub shared: Arc<Shared>,
+}
+
+impl Replica {
+    /// `POST /api/v1/decide` on this replica; the answer must be 200.
+    pub async fn decide(&self, token: &str, method: &str, path: &str) -> Value {
+        let body = json!({ "token": token, "method": method, "path": path });
+        let request = Request::builder()
+            .method("POST")
+            .uri("/api/v1/decide")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&body).unwrap()
     }
 }
 

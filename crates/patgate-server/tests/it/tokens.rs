@@ -3,10 +3,15 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{API_REGISTRY, App, Reply, at};
+use crate::support::{API_REGISTRY, App, Backend, Reply, at, on_both_backends};
 
 const OWN: &str = "/api/v1/user/personal_access_tokens";
 const TOKENS: &str = "/api/v1/personal_access_tokens";
+
+on_both_backends!(
+    names_and_descriptions_are_limited_in_characters,
+    a_committed_write_answers_its_success_when_the_catch_up_fails,
+);
 
 fn ci_token_body() -> Value {
     json!({
@@ -711,4 +716,143 @@ async fn failed_authentication_is_rate_limited_per_address() {
     // …but a trusted proxy asking it for that client is not limited by them.
     let decided = app.call_raw_from("127.0.0.1", "POST", "/api/v1/decide", body.to_string()).await;
     assert_eq!(decided.expect(200).json()["reason"], "invalid_token");
+}
+
+#[tokio::test]
+async fn failed_authentication_is_limited_per_ipv6_64() {
+    // One host with a /64 has 2^64 addresses: they count as one client.
+    let app = App::new().await;
+    let own = "/api/v1/personal_access_tokens/self";
+    let (kept, last) = app.alice.split_at(app.alice.len() - 1);
+    let wrong = format!("{kept}{}", if last == "x" { 'y' } else { 'x' });
+    for attempt in 1..=30 {
+        let address = format!("2001:db8:0:7::{attempt:x}");
+        let reply = app.call_from(&address, "GET", own, &wrong).await;
+        assert_eq!(reply.status.as_u16(), 401, "attempt {attempt} from {address}: {}", reply.text());
+    }
+    let reply = app.call_from("2001:db8:0:7:ffff:ffff:ffff:ffff", "GET", own, &wrong).await;
+    reply.expect_error(429, "rate_limited");
+    app.call_from("2001:db8:0:7::abcd", "GET", own, &app.alice).await.expect(429);
+    // The next /64 is another client, and so is an IPv4 address.
+    app.call_from("2001:db8:0:8::1", "GET", own, &wrong).await.expect(401);
+    app.call_from("2001:db8:0:8::1", "GET", own, &app.alice).await.expect(200);
+    app.call_from("198.51.100.20", "GET", own, &app.alice).await.expect(200);
+}
+
+async fn names_and_descriptions_are_limited_in_characters(backend: Backend) {
+    let app = App::on(&backend).await;
+    let alice_api = app.api_token_for("alice").await;
+    let body = |name: &str, description: &str| {
+        json!({ "name": name, "description": description, "expires_at": "2027-01-01", "grants": [
+            { "reach": "user", "permissions": { "user": ["read"] } }
+        ] })
+    };
+    // Three bytes a character in UTF-8; an emoji takes four.
+    let name = "名".repeat(255);
+    let description = format!("{}{}", "é".repeat(998), "🔑🔑");
+    let made = app.call("POST", OWN, Some(&alice_api), Some(&body(&name, &description))).await.expect(201).json();
+    assert_eq!(
+        (made["name"].as_str(), made["description"].as_str()),
+        (Some(name.as_str()), Some(description.as_str()))
+    );
+    // Stored as given, and the answer that showed the secret is the token as stored.
+    let shown = app.call("GET", &format!("{TOKENS}/{}", made["id"]), Some(&alice_api), None).await.expect(200).json();
+    assert_eq!(
+        (shown["name"].as_str(), shown["description"].as_str()),
+        (Some(name.as_str()), Some(description.as_str()))
+    );
+    let mut answered = made.clone();
+    answered.as_object_mut().unwrap().remove("token");
+    assert_eq!(answered, shown);
+
+    let before = app.token_count().await;
+    let long_name = "名".repeat(256);
+    let reply = app.call("POST", OWN, Some(&alice_api), Some(&body(&long_name, ""))).await;
+    let error = reply.expect_error(422, "invalid_request");
+    assert!(error["message"].as_str().unwrap().contains("`name`"), "{error}");
+    let long_description = format!("{description}x");
+    let reply = app.call("POST", OWN, Some(&alice_api), Some(&body("x", &long_description))).await;
+    let error = reply.expect_error(422, "invalid_request");
+    assert!(error["message"].as_str().unwrap().contains("`description`"), "{error}");
+    assert_eq!(app.token_count().await, before);
+}
+
+/// Makes every catch-up fail from now on (a change the log cannot read), until
+/// [`heal_change_log`]; writes still commit.
+async fn break_change_log(app: &App) {
+    sqlx::query("INSERT INTO changes (at, change) VALUES (0, 'not a change')")
+        .execute(app.shared.store.pool())
+        .await
+        .unwrap();
+    assert!(app.shared.catch_up().await.is_err());
+}
+
+async fn heal_change_log(app: &App) {
+    sqlx::query("DELETE FROM changes WHERE change = 'not a change'").execute(app.shared.store.pool()).await.unwrap();
+    app.shared.catch_up().await.unwrap();
+}
+
+async fn a_committed_write_answers_its_success_when_the_catch_up_fails(backend: Backend) {
+    // The write has committed: the answer says so (the secret of a new or rotated token is
+    // shown only once), and the index learns of it at the next catch-up (the replica's timer).
+    let app = App::on(&backend).await;
+    let alice_api = app.api_token_for("alice").await;
+    let api_id = app.call("GET", &format!("{TOKENS}/self"), Some(&alice_api), None).await.json()["id"].clone();
+    break_change_log(&app).await;
+    let made = app.call("POST", OWN, Some(&alice_api), Some(&ci_token_body())).await;
+    let made = made.expect(201).json();
+    let created = made["token"].as_str().unwrap().to_owned();
+    assert_eq!((made["name"].as_str(), made["state"].as_str()), (Some("ci"), Some("active")), "{made}");
+    let rotated = app.call("POST", &format!("{TOKENS}/self/rotate"), Some(&alice_api), None).await;
+    let rotated = rotated.expect(200).json();
+    let new_api = rotated["token"].as_str().unwrap().to_owned();
+    assert_eq!((&rotated["previous_id"], &rotated["scopes"]), (&api_id, &json!(["api"])), "{rotated}");
+    // The answer is the token as stored.
+    let stored = app.call("GET", &format!("{TOKENS}/{}", rotated["id"]), Some(&app.admin), None).await;
+    let mut answered = rotated.clone();
+    answered.as_object_mut().unwrap().remove("token");
+    assert_eq!(answered, stored.expect(200).json());
+    let user = json!({ "username": "frank", "name": "Frank" });
+    app.call("POST", "/api/v1/admin/users", Some(&app.admin), Some(&user)).await.expect(201);
+    app.call("DELETE", &format!("{TOKENS}/{}", made["id"]), Some(&app.admin), None).await.expect(204);
+    app.call("POST", "/api/v1/credentials/revoke", None, Some(&json!([app.bob]))).await.expect(202);
+    let settings = json!({ "usage_window_days": 60 });
+    let settings = app.call("PUT", "/api/v1/admin/settings", Some(&app.admin), Some(&settings)).await;
+    assert_eq!(settings.expect(200).json()["usage_window_days"], 60);
+
+    heal_change_log(&app).await;
+    assert_eq!(app.reason(&new_api, "GET", "/api/v4/user").await, "allowed");
+    assert_eq!(app.reason(&alice_api, "GET", "/api/v4/user").await, "revoked");
+    assert_eq!(app.reason(&created, "GET", "/api/v4/user").await, "revoked");
+    assert_eq!(app.reason(&app.bob, "GET", "/api/v4/user").await, "revoked");
+    assert!(app.shared.engine().index.directory.user_by_name("frank").is_some());
+    assert_eq!(app.shared.settings().usage_window_days, 60);
+}
+
+#[tokio::test]
+async fn a_token_with_an_allowlist_rotates_no_token_usable_from_elsewhere() {
+    let app = App::new().await;
+    let grants = json!([
+        { "reach": "user", "permissions": { "personal_access_token": ["read", "update"] } },
+        { "reach": "selected", "projects": ["acme/platform/api"], "permissions": { "container_registry": ["read"] } }
+    ]);
+    let pinned = app
+        .mint_for(
+            "alice",
+            json!({ "name": "pinned", "expires_at": "2027-01-31", "allowed_ips": ["127.0.0.0/8"], "grants": grants }),
+        )
+        .await;
+    let pinned = pinned["token"].as_str().unwrap().to_owned();
+    let anywhere =
+        app.mint_for("alice", json!({ "name": "anywhere", "expires_at": "2027-01-31", "grants": grants })).await;
+    let narrower = app
+        .mint_for("alice", json!({ "name": "narrower", "expires_at": "2027-01-31", "allowed_ips": ["127.0.0.1/32"], "grants": grants }))
+        .await;
+    let rotate = |id: &serde_json::Value| format!("/api/v1/personal_access_tokens/{id}/rotate");
+    // The rotated token's new secret would work from anywhere: refused.
+    let refused = app.call("POST", &rotate(&anywhere["id"]), Some(&pinned), None).await;
+    refused.expect_error(403, "escalation");
+    // One usable from fewer addresses is fine, and keeps its own allowlist.
+    let rotated = app.call("POST", &rotate(&narrower["id"]), Some(&pinned), None).await.expect(200).json();
+    assert_eq!(rotated["allowed_ips"], json!(["127.0.0.1/32"]), "{rotated}");
 }

@@ -537,6 +537,44 @@ async fn changing_a_password_needs_the_current_one_and_ends_every_session(backen
     browse(&app, &alice, "GET", SESSION, None, None).await.expect(401);
 }
 
+/// Setting a password hands out the user's session, whose authority is legacy `api` (plus
+/// `admin_mode` for an administrator): a token may only do it for a user whose session it
+/// covers, or a narrow provisioning token would sign in as the admin and mint anything.
+async fn a_token_sets_only_passwords_whose_session_it_covers(backend: Backend) {
+    let app = App::on(&backend).await;
+    let narrow = app
+        .mint_for(
+            "admin",
+            json!({ "name": "provisioning", "expires_at": "2027-01-01", "grants": [
+                { "reach": "instance", "permissions": { "admin_user": ["read", "update"] } }
+            ] }),
+        )
+        .await;
+    let narrow = narrow["token"].as_str().unwrap().to_owned();
+    // The token may update users (it blocks and unblocks them)…
+    app.call("POST", "/api/v1/admin/users/bob/block", Some(&narrow), None).await.expect(204);
+    app.call("POST", "/api/v1/admin/users/bob/unblock", Some(&narrow), None).await.expect(204);
+    // …but not hand out its own owner's session, nor any other user's.
+    for username in ["admin", "alice"] {
+        let uri = format!("/api/v1/admin/users/{username}/password");
+        let reply = app.call("PUT", &uri, Some(&narrow), Some(&json!({ "password": PASSWORD }))).await;
+        let refused = reply.expect_error(403, "escalation");
+        assert!(refused["message"].as_str().unwrap().contains("session"), "{refused}");
+        sign_in_from(&app, "127.0.0.1", username, PASSWORD).await.expect_error(401, "invalid_credentials");
+    }
+    assert!(events(&app, "password_changed").await.is_empty(), "a refused request changed a password");
+
+    // The bootstrap token (`api`, `admin_mode`) covers an administrator's session.
+    set_password(&app, "admin", PASSWORD).await;
+    let admin = sign_in(&app, "admin", PASSWORD).await;
+    // A signed-in administrator sets passwords too (a session is bound by its live role).
+    const NEW: &str = "set by a signed-in admin";
+    let uri = "/api/v1/admin/users/alice/password";
+    let body = json!({ "password": NEW });
+    browse(&app, &admin, "PUT", uri, Some(&admin.csrf), Some(&body)).await.expect(204);
+    sign_in(&app, "alice", NEW).await;
+}
+
 on_both_backends!(
     a_signed_in_browser_is_a_caller_of_the_management_api,
     csrf_guards_every_session_request_that_changes_something,
@@ -546,4 +584,5 @@ on_both_backends!(
     a_trusted_proxy_signs_in_the_user_its_header_names,
     a_session_is_never_token_usage,
     changing_a_password_needs_the_current_one_and_ends_every_session,
+    a_token_sets_only_passwords_whose_session_it_covers,
 );

@@ -624,3 +624,107 @@ async fn a_token_page_is_the_rows_filtered_sorted_and_paged() {
         }
     }
 }
+
+/// The last change's sequence number, 0 when there is none.
+async fn last_sequence(store: &patgate_store::SqlStore) -> i64 {
+    store.changes_since(0, u32::MAX).await.unwrap().last().map_or(0, |(sequence, _)| *sequence)
+}
+
+/// One path names one thing: a user (a top-level namespace), a group or a project. The
+/// store refuses a second one inside the write, whatever the caller checked before.
+#[tokio::test]
+async fn a_path_is_taken_across_users_groups_and_projects() {
+    for database in databases().await {
+        let store = connect(&database).await.unwrap();
+        let url = database.url.as_str();
+        store.create_group("acme", Visibility::Private, audit("group_created")).await.unwrap();
+        store.create_group("acme/x", Visibility::Private, audit("group_created")).await.unwrap();
+        let (bob, _) = store.create_user("bob", "", false, audit("user_created")).await.unwrap();
+        let (site, _) = store.create_project("acme/site", Visibility::Public, audit("project_created")).await.unwrap();
+        let before = last_sequence(&store).await;
+
+        let project = store.create_project("acme/x", Visibility::Private, audit("project_created")).await;
+        assert!(matches!(project, Err(StoreError::Conflict(_))), "{url}: a project on a group's path: {project:?}");
+        let user = store.create_user("acme", "", false, audit("user_created")).await;
+        assert!(matches!(user, Err(StoreError::Conflict(_))), "{url}: a user on a group's path: {user:?}");
+        let group = store.create_group("bob", Visibility::Private, audit("group_created")).await;
+        assert!(matches!(group, Err(StoreError::Conflict(_))), "{url}: a group on a user's name: {group:?}");
+        let group = store.create_group("acme/site", Visibility::Private, audit("group_created")).await;
+        assert!(matches!(group, Err(StoreError::Conflict(_))), "{url}: a group on a project's path: {group:?}");
+        let moved = store.update_project(site, "acme/x", Visibility::Public, audit("project_updated")).await;
+        assert!(matches!(moved, Err(StoreError::Conflict(_))), "{url}: a move onto a group's path: {moved:?}");
+        for batch in [
+            DirectoryBatch { projects: vec![("acme/x".into(), Visibility::Private)], ..DirectoryBatch::default() },
+            DirectoryBatch {
+                users: vec![("acme".into(), None, false, UserState::Active)],
+                ..DirectoryBatch::default()
+            },
+            DirectoryBatch { groups: vec![("bob".into(), Visibility::Private)], ..DirectoryBatch::default() },
+            DirectoryBatch { groups: vec![("acme/site".into(), Visibility::Private)], ..DirectoryBatch::default() },
+            // Within one batch too.
+            DirectoryBatch {
+                groups: vec![("acme/new".into(), Visibility::Private)],
+                projects: vec![("acme/new".into(), Visibility::Private)],
+                ..DirectoryBatch::default()
+            },
+        ] {
+            let imported = store.import(&batch, audit("directory_imported")).await;
+            assert!(matches!(imported, Err(StoreError::Conflict(_))), "{url}: {batch:?}: {imported:?}");
+        }
+        // Nothing of the refused writes was kept.
+        assert_eq!(last_sequence(&store).await, before, "{url}");
+        let snapshot = store.snapshot().await.unwrap();
+        assert_eq!(snapshot.projects.iter().map(|p| p.full_path.as_str()).collect::<Vec<_>>(), ["acme/site"], "{url}");
+        assert_eq!(snapshot.groups.len(), 2, "{url}");
+        assert_eq!(snapshot.users.iter().map(|u| u.id).collect::<Vec<_>>(), [bob], "{url}");
+
+        // What is free stays possible: a project beside the group, a nested group, an
+        // idempotent import of what exists, a move within the namespace.
+        store.create_project("acme/x/api", Visibility::Private, audit("project_created")).await.unwrap();
+        store.create_group("acme/x/deep", Visibility::Private, audit("group_created")).await.unwrap();
+        let again = DirectoryBatch {
+            users: vec![("bob".into(), None, false, UserState::Active)],
+            groups: vec![("acme/x".into(), Visibility::Public)],
+            projects: vec![("acme/site".into(), Visibility::Public)],
+            ..DirectoryBatch::default()
+        };
+        store.import(&again, audit("directory_imported")).await.unwrap();
+        store.update_project(site, "acme/site2", Visibility::Public, audit("project_updated")).await.unwrap();
+    }
+}
+
+/// The settings come with the snapshot, read in its transaction: the sequence it reflects
+/// includes the last settings change, and the settings are those of that change.
+#[tokio::test]
+async fn the_snapshot_carries_the_settings_of_its_sequence() {
+    for database in databases().await {
+        let store = connect(&database).await.unwrap();
+        let url = database.url.as_str();
+        assert_eq!(store.snapshot().await.unwrap().settings, Settings::default(), "{url}");
+        let changed = Settings { max_lifetime_days: 90, token_prefix: "acme".into(), ..Settings::default() };
+        let sequence = store.put_settings(&changed, audit("settings_changed")).await.unwrap();
+        let snapshot = store.snapshot().await.unwrap();
+        assert_eq!((snapshot.sequence, &snapshot.settings), (sequence, &changed), "{url}");
+    }
+}
+
+/// `sqlite://FILE?…` is created on first start like `sqlite://FILE`, unless the URL names
+/// its own mode.
+#[tokio::test]
+async fn an_sqlite_url_with_a_query_string_is_created_on_first_start() {
+    let directory = std::env::temp_dir().join(format!("patgate_store_query_{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let file = directory.join("new.db");
+    let _ = std::fs::remove_file(&file);
+    let url = format!("sqlite://{}?cache=shared", file.display());
+    let store = patgate_store::SqlStore::connect(&url, crate::support::resources()).await;
+    assert!(store.is_ok(), "{url}: {:?}", store.err());
+    drop(store);
+    assert!(file.exists(), "{url}");
+    // A mode of the URL's own is kept: read-only does not create a missing file.
+    let missing = directory.join("missing.db");
+    let url = format!("sqlite://{}?mode=ro", missing.display());
+    assert!(patgate_store::SqlStore::connect(&url, crate::support::resources()).await.is_err(), "{url}");
+    assert!(!missing.exists());
+    let _ = std::fs::remove_dir_all(&directory);
+}

@@ -8,8 +8,8 @@ use patgate_core::{
     TokenKind, UserId, UserState, time::DAY,
 };
 use patgate_store::{
-    Actor, Audit, AuditEvent, AuditFilter, Change, Delivery, DeliveryAttempt, DeliveryFilter, LIFECYCLE_EVENTS,
-    NewToken, PermissionUse, SqlStore, Store, StoreError, TokenUse, WebhookTarget,
+    Actor, Audit, AuditEvent, AuditFilter, Change, Delivery, DeliveryAttempt, DeliveryFilter, DirectoryBatch,
+    LIFECYCLE_EVENTS, NewToken, PermissionUse, SqlStore, Store, StoreError, TokenUse, WebhookTarget,
 };
 
 use crate::support::{connect, connect_with_webhooks, databases};
@@ -883,4 +883,156 @@ async fn deliveries_are_claimed_then_delivered_once_or_retried_later() {
             .unwrap();
         assert_eq!(next.iter().map(|d| d.id).collect::<Vec<_>>(), [made[0].id], "{url}");
     }
+}
+
+/// An import that marks a user deleted revokes their tokens as `DELETE /admin/users/…`
+/// does, with the same audit events and webhook deliveries: a later import that makes the
+/// user active again brings back the user, not the tokens.
+#[tokio::test]
+async fn importing_a_user_as_deleted_revokes_their_tokens_for_good() {
+    for database in databases().await {
+        let target = WebhookTarget { url: "https://hooks.example/patgate".into(), events: Vec::new() };
+        let store = connect_with_webhooks(&database, vec![target]).await.unwrap();
+        let url = database.url.as_str();
+        let bob = user(&store, "bob").await;
+        let alice = user(&store, "alice").await;
+        let token = create(&store, &new_token(bob)).await;
+        let in_grace = create(&store, &new_token(bob)).await;
+        let (replacement, _) =
+            store.rotate_token(in_grace, &new_token(bob), 3600, audit("token_rotated", T0)).await.unwrap();
+        let alices = create(&store, &new_token(alice)).await;
+        let before = store.changes_since(0, 1000).await.unwrap().last().unwrap().0;
+        let import = |state: UserState| DirectoryBatch {
+            users: vec![("bob".into(), None, false, state), ("alice".into(), None, false, UserState::Active)],
+            ..DirectoryBatch::default()
+        };
+
+        store.import(&import(UserState::Deleted), audit("directory_imported", at(10))).await.unwrap();
+        for id in [token, in_grace, replacement] {
+            let row = store.token(id).await.unwrap().unwrap();
+            assert_eq!(
+                (row.revoked_at, row.revoke_reason.as_deref()),
+                (Some(at(10)), Some("owner_deleted")),
+                "{url}: {id}"
+            );
+        }
+        assert_eq!(store.token(alices).await.unwrap().unwrap().revoked_at, None, "{url}");
+        let changes: Vec<Change> =
+            store.changes_since(before, 1000).await.unwrap().into_iter().map(|(_, change)| change).collect();
+        for id in [token, in_grace, replacement] {
+            assert!(changes.contains(&Change::Token { id: id.0 }), "{url}: {changes:?}");
+        }
+        let revocations: Vec<AuditEvent> =
+            events(&store, "token_revoked").await.into_iter().filter(|event| event.at == at(10)).collect();
+        let mut revoked: Vec<TokenId> = revocations.iter().filter_map(|event| event.token).collect();
+        revoked.sort_unstable();
+        assert_eq!(revoked, [token, in_grace, replacement], "{url}");
+        for event in &revocations {
+            assert_eq!((event.user, &event.details["reason"]), (Some(bob), &serde_json::json!("owner_deleted")));
+        }
+        let sent: Vec<Delivery> =
+            deliveries(&store, true).await.into_iter().filter(|d| d.event == "token_revoked").collect();
+        assert_eq!(sent.len(), 3, "{url}: {sent:?}");
+
+        store.import(&import(UserState::Active), audit("directory_imported", at(20))).await.unwrap();
+        assert_eq!(store.user(bob).await.unwrap().unwrap().state, UserState::Active, "{url}");
+        for id in [token, in_grace, replacement] {
+            assert_eq!(store.token(id).await.unwrap().unwrap().revoked_at, Some(at(10)), "{url}: {id} stays revoked");
+        }
+    }
+}
+
+/// Recording usage writes no change, so it does not take the lock that orders the change
+/// log: another replica revokes a token while a flush is still in its transaction (here
+/// held there by a row a third connection locks; PostgreSQL only, since SQLite has one
+/// writer at a time anyway).
+#[tokio::test]
+async fn a_usage_flush_in_progress_does_not_hold_up_a_revocation_elsewhere() {
+    for database in databases().await {
+        if !database.url.starts_with("postgres") {
+            continue;
+        }
+        let flusher = std::sync::Arc::new(connect(&database).await.unwrap());
+        let revoker = connect(&database).await.unwrap();
+        let alice = user(&flusher, "alice").await;
+        let used = create(&flusher, &new_token(alice)).await;
+        let other = create(&flusher, &new_token(alice)).await;
+
+        let mut holder = flusher.pool().begin().await.unwrap();
+        sqlx::query("SELECT id FROM tokens WHERE id = $1 FOR UPDATE")
+            .bind(i64::try_from(used.0).unwrap())
+            .fetch_one(&mut *holder)
+            .await
+            .unwrap();
+        let flush = tokio::spawn({
+            let flusher = flusher.clone();
+            async move {
+                let uses: Vec<TokenUse> = (0..50)
+                    .map(|n| TokenUse {
+                        token: used,
+                        owner: alice,
+                        last_used_at: at(100 + n),
+                        ips: vec![ip(&format!("10.0.0.{n}"))],
+                        permissions: Vec::new(),
+                    })
+                    .collect();
+                flusher.record_usage(&uses).await
+            }
+        });
+        // The flush is in its transaction, waiting for the row.
+        let mut waiting = false;
+        for _ in 0..3000 {
+            let blocked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_locks WHERE NOT granted")
+                .fetch_one(revoker.pool())
+                .await
+                .unwrap();
+            if blocked > 0 {
+                waiting = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(waiting, "the flush never waited for the locked row");
+        assert!(!flush.is_finished());
+
+        // Not a timing assertion: without the fix the revocation waits until the flush ends,
+        // which is never while the row stays locked.
+        let revoked = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            revoker.revoke_token(other, "revoked_by_owner", audit("token_revoked", at(200))),
+        )
+        .await;
+        assert!(revoked.is_ok(), "{}: the revocation waited for the usage flush", database.url);
+        revoked.unwrap().unwrap();
+        assert!(revoker.token(other).await.unwrap().unwrap().revoked_at.is_some());
+
+        holder.rollback().await.unwrap();
+        flush.await.unwrap().unwrap();
+        assert_eq!(flusher.token(used).await.unwrap().unwrap().last_used_at, Some(at(149)));
+    }
+}
+
+/// SQLite: a write that reads before it writes (a rotation) while another connection holds
+/// the write lock and commits a write waits for it and succeeds. Started as a reader
+/// (`BEGIN DEFERRED`) it would fail with SQLITE_BUSY: the upgrade to writer cannot wait for
+/// a snapshot that another write has made stale.
+#[tokio::test]
+async fn an_sqlite_rotation_waits_for_another_connection_that_writes() {
+    let database = databases().await.into_iter().next().unwrap();
+    let store = std::sync::Arc::new(connect(&database).await.unwrap());
+    let alice = user(&store, "alice").await;
+    let old = create(&store, &new_token(alice)).await;
+    let mut other = store.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *other).await.unwrap();
+    sqlx::query("UPDATE users SET name = 'Alice' WHERE username = 'alice'").execute(&mut *other).await.unwrap();
+    let rotation = tokio::spawn({
+        let store = store.clone();
+        async move { store.rotate_token(old, &new_token(alice), 0, audit("token_rotated", at(1))).await }
+    });
+    // Time for the rotation to start and wait (the other writer is not done yet): not an
+    // assertion on time, since it waits (up to the busy timeout) however long this takes.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut *other).await.unwrap();
+    let rotated = rotation.await.unwrap();
+    assert!(rotated.is_ok(), "{}: {rotated:?}", database.url);
 }

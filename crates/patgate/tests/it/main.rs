@@ -7,10 +7,12 @@
 
 #![expect(clippy::unwrap_used, clippy::panic, reason = "a test fails loudly on any unexpected error")]
 
+mod bootstrap;
 mod cli;
 mod crash;
 mod nginx;
 mod replicas;
+mod replies;
 mod shutdown;
 mod support;
 mod traefik;
