@@ -1679,16 +1679,26 @@ impl Store for SqlStore {
         claim_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError> {
+        // Only deliveries to a receiver configured now: a webhook removed from the
+        // configuration (perhaps because its receiver is no longer trusted) gets nothing
+        // more; its backlog waits, and is sent if it is configured again.
+        let mut urls: Vec<&str> = self.webhooks.iter().map(|target| target.url.as_str()).collect();
+        urls.sort_unstable();
+        urls.dedup();
+        if urls.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut write = self.begin_unordered().await?;
-        let rows = sqlx::query(
+        let sql = format!(
             "SELECT * FROM webhook_deliveries WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
-             AND (claimed_until IS NULL OR claimed_until <= $1) ORDER BY id LIMIT $2",
-        )
-        .bind(now.0)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *write.tx)
-        .await
-        .map_err(database)?;
+             AND (claimed_until IS NULL OR claimed_until <= $1) AND url IN ({}) ORDER BY id LIMIT $2",
+            placeholders(3, urls.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now.0).bind(i64::from(limit));
+        for url in urls {
+            query = query.bind(url);
+        }
+        let rows = query.fetch_all(&mut *write.tx).await.map_err(database)?;
         let mut deliveries = Vec::with_capacity(rows.len());
         for delivery in rows.iter().map(Self::delivery_row) {
             let delivery = delivery?;

@@ -812,6 +812,36 @@ async fn a_store_without_targets_and_a_target_listed_twice() {
 }
 
 #[tokio::test]
+async fn only_deliveries_to_a_configured_receiver_are_claimed() {
+    for database in databases().await {
+        let url = database.url.as_str();
+        let (a, b) = (
+            WebhookTarget { url: "https://hooks.example/a".into(), events: vec![] },
+            WebhookTarget { url: "https://hooks.example/b".into(), events: vec![] },
+        );
+        let both = connect_with_webhooks(&database, vec![a.clone(), b.clone()]).await.unwrap();
+        let alice = user(&both, "alice").await;
+        let token = create(&both, &new_token(alice)).await;
+        both.revoke_token(token, "revoked_by_owner", audit("token_revoked", at(10))).await.unwrap();
+        assert_eq!(deliveries(&both, true).await.len(), 2, "{url}");
+        drop(both);
+
+        // `a` is removed from the configuration: its delivery is not claimed (nor sent).
+        let only_b = connect_with_webhooks(&database, vec![b.clone()]).await.unwrap();
+        let claimed = only_b.claim_deliveries(at(10), at(40), 10).await.unwrap();
+        assert_eq!(claimed.iter().map(|d| d.url.as_str()).collect::<Vec<_>>(), [b.url.as_str()], "{url}");
+        drop(only_b);
+        // Without any webhook nothing is claimed; configured again, `a`'s backlog is.
+        let none = connect_with_webhooks(&database, vec![]).await.unwrap();
+        assert!(none.claim_deliveries(at(10), at(40), 10).await.unwrap().is_empty(), "{url}");
+        drop(none);
+        let again = connect_with_webhooks(&database, vec![a.clone()]).await.unwrap();
+        let claimed = again.claim_deliveries(at(10), at(40), 10).await.unwrap();
+        assert_eq!(claimed.iter().map(|d| d.url.as_str()).collect::<Vec<_>>(), [a.url.as_str()], "{url}");
+    }
+}
+
+#[tokio::test]
 async fn deliveries_are_claimed_then_delivered_once_or_retried_later() {
     for database in databases().await {
         let target = WebhookTarget { url: "https://hooks.example/a".into(), events: vec![] };
