@@ -495,6 +495,19 @@ impl SqlStore {
 
     /// Appends the changes and the audit event, notifies replicas, commits; returns the
     /// last change's sequence number.
+    /// Writes the settings document and finishes `write` with its change and its audit
+    /// event (which carries the document).
+    async fn write_settings(&self, mut write: Write<'_>, settings: &Settings, audit: Audit) -> Result<i64, StoreError> {
+        let document = serde_json::to_string(settings).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        sqlx::query("INSERT INTO settings (id, document) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET document = excluded.document")
+            .bind(&document)
+            .execute(&mut *write.tx)
+            .await
+            .map_err(database)?;
+        let audit = audit.details(serde_json::from_str(&document).unwrap_or_default());
+        self.finish(write, &[Change::Settings], &audit).await
+    }
+
     async fn finish(&self, write: Write<'_>, changes: &[Change], audit: &Audit) -> Result<i64, StoreError> {
         self.finish_many(write, changes, std::slice::from_ref(audit)).await
     }
@@ -1044,14 +1057,7 @@ impl Store for SqlStore {
             return Ok(settings.key_fingerprint);
         }
         settings.key_fingerprint = fingerprint.to_owned();
-        let document = serde_json::to_string(&settings).map_err(|error| StoreError::Corrupt(error.to_string()))?;
-        sqlx::query("INSERT INTO settings (id, document) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET document = excluded.document")
-            .bind(&document)
-            .execute(&mut *write.tx)
-            .await
-            .map_err(database)?;
-        let audit = audit.details(serde_json::from_str(&document).unwrap_or_default());
-        self.finish(write, &[Change::Settings], &audit).await?;
+        self.write_settings(write, &settings, audit).await?;
         Ok(settings.key_fingerprint)
     }
 
@@ -2070,15 +2076,8 @@ impl Store for SqlStore {
     }
 
     async fn put_settings(&self, settings: &Settings, audit: Audit) -> Result<i64, StoreError> {
-        let document = serde_json::to_string(settings).map_err(|error| StoreError::Corrupt(error.to_string()))?;
-        let mut write = self.begin().await?;
-        sqlx::query("INSERT INTO settings (id, document) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET document = excluded.document")
-            .bind(&document)
-            .execute(&mut *write.tx)
-            .await
-            .map_err(database)?;
-        let audit = audit.details(serde_json::from_str(&document).unwrap_or_default());
-        self.finish(write, &[Change::Settings], &audit).await
+        let write = self.begin().await?;
+        self.write_settings(write, settings, audit).await
     }
 
     async fn record_audit(&self, audits: &[Audit]) -> Result<(), StoreError> {

@@ -9,27 +9,19 @@
 //!   403 can carry patgate's `X-Patgate-Missing-Permission`.
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use crate::{
     support::{API_ISSUES, API_REGISTRY, Patgate, TempDir, request},
-    upstream::Upstream,
+    upstream::{Proxy, Upstream, start_on_free_port},
 };
 
 /// Where Debian's `nginx` package puts the binary; `PATGATE_TEST_NGINX` overrides it.
 const NGINX: &str = "/usr/sbin/nginx";
-
-/// nginx in the foreground, everything (prefix, pid, logs, temp paths) in `dir`; killed
-/// when dropped.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    error_log: PathBuf,
-}
 
 /// How the auth subrequest names the original request to patgate: the `X-Forwarded-*`
 /// pair the README configures.
@@ -94,63 +86,27 @@ http {{
     )
 }
 
-impl Nginx {
-    fn start(binary: &str, dir: &Path, patgate: SocketAddr, upstream: SocketAddr, names_request: &str) -> Nginx {
-        // The port is picked by binding :0 and released for nginx, so another process may
-        // take it in between: retry on "Address already in use".
-        for _attempt in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let conf = dir.join("nginx.conf");
-            std::fs::write(&conf, config(dir, port, patgate, upstream, names_request)).unwrap();
-            let error_log = dir.join("error.log");
-            let _fresh = std::fs::remove_file(&error_log);
-            let mut child = Command::new(binary)
-                .arg("-p")
-                .arg(dir)
-                .arg("-c")
-                .arg(&conf)
-                .arg("-e")
-                .arg(&error_log)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|error| panic!("starting {binary}: {error}"));
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    let log = std::fs::read_to_string(&error_log).unwrap_or_default();
-                    if log.contains("Address already in use") {
-                        break;
-                    }
-                    panic!("nginx exited ({status}):\n{log}");
-                }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return Nginx { child, addr, error_log };
-                }
-                if std::time::Instant::now() > deadline {
-                    let _killed = child.kill();
-                    let _status = child.wait();
-                    let log = std::fs::read_to_string(&error_log).unwrap_or_default();
-                    panic!("nginx did not listen on {addr} within 10 s:\n{log}");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("nginx: no free loopback port after 5 attempts");
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _already_gone = self.child.kill();
-        let _status = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- nginx error log ({})", self.addr);
-            eprintln!("{}", std::fs::read_to_string(&self.error_log).unwrap_or_default());
-        }
-    }
+/// nginx in the foreground (no master process, one worker), everything (prefix, pid, logs,
+/// temp paths) in `dir`.
+fn start_nginx(binary: &str, dir: &Path, patgate: SocketAddr, upstream: SocketAddr, names_request: &str) -> Proxy {
+    let conf = dir.join("nginx.conf");
+    let error_log = dir.join("error.log");
+    let spawn = |port| {
+        std::fs::write(&conf, config(dir, port, patgate, upstream, names_request)).unwrap();
+        Command::new(binary)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(&error_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {binary}: {error}"))
+    };
+    start_on_free_port("nginx", error_log.clone(), Duration::from_secs(10), spawn, |_| true)
 }
 
 /// The nginx binary to use, or `None` (with a message) when the test is to be skipped:
@@ -178,7 +134,7 @@ fn nginx_auth_request() {
     let patgate = Patgate::start("patgate", &patgate_dir, &["--database-url", "sqlite://patgate.db", "--demo"]);
     let alice = patgate.demo_token("alice").to_owned();
     let upstream = Upstream::start();
-    let nginx = Nginx::start(&binary, &nginx_dir, patgate.addr, upstream.addr, FORWARDED_PAIR);
+    let nginx = start_nginx(&binary, &nginx_dir, patgate.addr, upstream.addr, FORWARDED_PAIR);
 
     // Allowed: reaches the upstream as alice, whatever X-Patgate-User the client claims.
     let allowed =
@@ -243,7 +199,7 @@ fn nginx_auth_request_with_the_original_headers() {
     let admin = std::fs::read_to_string(&admin_file).unwrap().trim().to_owned();
     let alice = patgate.demo_token("alice").to_owned();
     let upstream = Upstream::start();
-    let nginx = Nginx::start(&binary, &nginx_dir, patgate.addr, upstream.addr, ORIGINAL_PAIR);
+    let nginx = start_nginx(&binary, &nginx_dir, patgate.addr, upstream.addr, ORIGINAL_PAIR);
 
     let allowed = request(nginx.addr, "GET", API_REGISTRY, &[("PRIVATE-TOKEN", &alice)], None);
     assert_eq!(allowed.status, 200, "{allowed:?}");
@@ -270,37 +226,32 @@ fn nginx_auth_request_with_the_original_headers() {
     assert_eq!(seen.last().and_then(|seen| seen.header("x-patgate-user")), None, "{seen:?}");
 
     // A token for 127.0.0.1 only (the test's client address, which nginx appends).
-    let made = request(
-        patgate.addr,
-        "POST",
-        "/api/v1/users/alice/personal_access_tokens",
-        &[("PRIVATE-TOKEN", &admin), ("Content-Type", "application/json")],
-        Some(&serde_json::json!({
-            "name": "loopback only", "expires_at": crate::support::date_in(30), "allowed_ips": ["127.0.0.1/32"],
-            "grants": [{ "reach": "selected", "projects": ["acme/platform/api"], "permissions": { "container_registry": ["read"] } }]
-        })),
-    );
-    assert_eq!(made.status, 201, "{made:?}");
-    let pinned = made.json()["token"].as_str().unwrap().to_owned();
+    let pinned = allowlisted_token(&patgate, &admin, "127.0.0.1/32");
     let from_here = request(nginx.addr, "GET", API_REGISTRY, &[("PRIVATE-TOKEN", &pinned)], None);
     assert_eq!(from_here.status, 200, "{from_here:?}");
     // Claiming another address changes nothing: nginx appends the real one, and that one counts.
     let claimed = [("PRIVATE-TOKEN", pinned.as_str()), ("X-Forwarded-For", "192.0.2.44")];
     assert_eq!(request(nginx.addr, "GET", API_REGISTRY, &claimed, None).status, 200);
     // And a token for another address is refused from here, whatever the client claims.
-    let elsewhere = request(
-        patgate.addr,
-        "POST",
-        "/api/v1/users/alice/personal_access_tokens",
-        &[("PRIVATE-TOKEN", &admin), ("Content-Type", "application/json")],
-        Some(&serde_json::json!({
-            "name": "office only", "expires_at": crate::support::date_in(30), "allowed_ips": ["192.0.2.0/24"],
-            "grants": [{ "reach": "selected", "projects": ["acme/platform/api"], "permissions": { "container_registry": ["read"] } }]
-        })),
-    );
-    assert_eq!(elsewhere.status, 201, "{elsewhere:?}");
-    let office = elsewhere.json()["token"].as_str().unwrap().to_owned();
+    let office = allowlisted_token(&patgate, &admin, "192.0.2.0/24");
     let spoofed = [("PRIVATE-TOKEN", office.as_str()), ("X-Forwarded-For", "192.0.2.44")];
     let refused = request(nginx.addr, "GET", API_REGISTRY, &spoofed, None);
     assert_eq!(refused.status, 401, "{refused:?}");
+}
+
+/// A token of alice's (container registry read on acme/platform/api) usable from `range`
+/// only, made by the admin.
+fn allowlisted_token(patgate: &Patgate, admin: &str, range: &str) -> String {
+    let made = request(
+        patgate.addr,
+        "POST",
+        "/api/v1/users/alice/personal_access_tokens",
+        &[("PRIVATE-TOKEN", admin), ("Content-Type", "application/json")],
+        Some(&serde_json::json!({
+            "name": format!("from {range}"), "expires_at": crate::support::date_in(30), "allowed_ips": [range],
+            "grants": [{ "reach": "selected", "projects": ["acme/platform/api"], "permissions": { "container_registry": ["read"] } }]
+        })),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    made.json()["token"].as_str().unwrap().to_owned()
 }

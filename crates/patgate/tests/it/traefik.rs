@@ -11,23 +11,16 @@
 //!   auth response's status, headers and body.
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use crate::{
     support::{API_ISSUES, API_REGISTRY, Patgate, TempDir, request},
-    upstream::Upstream,
+    upstream::{Proxy, Upstream, start_on_free_port},
 };
-
-/// Traefik in the foreground, its configuration and log in a directory; killed when dropped.
-struct Traefik {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
 
 fn dynamic_config(patgate: SocketAddr, upstream: SocketAddr) -> String {
     format!(
@@ -52,65 +45,29 @@ fn dynamic_config(patgate: SocketAddr, upstream: SocketAddr) -> String {
     )
 }
 
-impl Traefik {
-    fn start(binary: &str, dir: &Path, patgate: SocketAddr, upstream: SocketAddr) -> Traefik {
-        let dynamic = dir.join("dynamic.yml");
-        std::fs::write(&dynamic, dynamic_config(patgate, upstream)).unwrap();
-        let log = dir.join("traefik.log");
-        // The port is picked by binding :0 and released for Traefik: retry if it is taken.
-        for _attempt in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let mut child = Command::new(binary)
-                .arg(format!("--entryPoints.web.address=127.0.0.1:{port}"))
-                .arg(format!("--providers.file.filename={}", dynamic.display()))
-                .arg("--log.level=INFO")
-                .arg(format!("--log.filePath={}", log.display()))
-                .arg("--global.checkNewVersion=false")
-                .arg("--global.sendAnonymousUsage=false")
-                .current_dir(dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|error| panic!("starting {binary}: {error}"));
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    if text.contains("address already in use") {
-                        break;
-                    }
-                    panic!("traefik exited ({status}):\n{text}");
-                }
-                // Listening, and the router loaded from the file (404 until it is).
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                    && request(addr, "GET", "/_ready", &[], None).status != 404
-                {
-                    return Traefik { child, addr, log };
-                }
-                if std::time::Instant::now() > deadline {
-                    let _killed = child.kill();
-                    let _status = child.wait();
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    panic!("traefik did not route on {addr} within 30 s:\n{text}");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!("traefik: no free loopback port after 5 attempts");
-    }
-}
-
-impl Drop for Traefik {
-    fn drop(&mut self) {
-        let _already_gone = self.child.kill();
-        let _status = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- traefik log ({})", self.addr);
-            eprintln!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
-        }
-    }
+/// Traefik in the foreground, its configuration and log in `dir`.
+fn start_traefik(binary: &str, dir: &Path, patgate: SocketAddr, upstream: SocketAddr) -> Proxy {
+    let dynamic = dir.join("dynamic.yml");
+    std::fs::write(&dynamic, dynamic_config(patgate, upstream)).unwrap();
+    let log = dir.join("traefik.log");
+    let spawn = |port| {
+        Command::new(binary)
+            .arg(format!("--entryPoints.web.address=127.0.0.1:{port}"))
+            .arg(format!("--providers.file.filename={}", dynamic.display()))
+            .arg("--log.level=INFO")
+            .arg(format!("--log.filePath={}", log.display()))
+            .arg("--global.checkNewVersion=false")
+            .arg("--global.sendAnonymousUsage=false")
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {binary}: {error}"))
+    };
+    // Up once the router is loaded from the file (404 until it is).
+    let routed = |addr| request(addr, "GET", "/_ready", &[], None).status != 404;
+    start_on_free_port("traefik", log.clone(), Duration::from_secs(30), spawn, routed)
 }
 
 /// The Traefik binary, or `None` (with a message) when the test is to be skipped: only
@@ -141,7 +98,7 @@ fn traefik_forward_auth() {
     let patgate = Patgate::start("patgate", &patgate_dir, &["--database-url", "sqlite://patgate.db", "--demo"]);
     let alice = patgate.demo_token("alice").to_owned();
     let upstream = Upstream::start();
-    let traefik = Traefik::start(&binary, &traefik_dir, patgate.addr, upstream.addr);
+    let traefik = start_traefik(&binary, &traefik_dir, patgate.addr, upstream.addr);
     // Traefik's readiness probe above was refused (no token) and reached nothing.
     assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
 

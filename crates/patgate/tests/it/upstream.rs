@@ -1,9 +1,11 @@
-//! The guarded service of the proxy tests (nginx, Traefik): a small HTTP server that answers
-//! 200 to everything and keeps what it received.
+//! What the proxy tests (nginx, Traefik) share: the guarded service, a small HTTP server that
+//! answers 200 to everything and keeps what it received, and starting a proxy on a free port.
 
 use std::{
     io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::Child,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -103,4 +105,60 @@ impl Drop for Upstream {
             let _joined = thread.join();
         }
     }
+}
+
+/// A proxy process (nginx, Traefik) on a loopback port; killed when dropped, its log shown
+/// when a test fails.
+pub struct Proxy {
+    name: &'static str,
+    child: Child,
+    pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _already_gone = self.child.kill();
+        let _status = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- {} log ({})", self.name, self.addr);
+            eprintln!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
+}
+
+/// A proxy started on a free loopback port: `spawn(port)` starts it (writing `log`), and it is
+/// up once it accepts connections and `up(addr)` says so, within `timeout`. The port is found
+/// by binding `:0` and releasing it, so another process may take it first: a proxy that exits
+/// saying so in its log ("address already in use") is started again on another port.
+pub fn start_on_free_port(
+    name: &'static str,
+    log: PathBuf,
+    timeout: Duration,
+    mut spawn: impl FnMut(u16) -> Child,
+    up: impl Fn(SocketAddr) -> bool,
+) -> Proxy {
+    for _attempt in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let _fresh = std::fs::remove_file(&log);
+        let child = spawn(port);
+        let mut proxy = Proxy { name, child, addr, log: log.clone() };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = proxy.child.try_wait() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if text.to_ascii_lowercase().contains("address already in use") {
+                    break;
+                }
+                panic!("{name} exited ({status}):\n{text}");
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() && up(addr) {
+                return proxy;
+            }
+            assert!(std::time::Instant::now() <= deadline, "{name} did not serve on {addr} within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("{name}: no free loopback port after 5 attempts");
 }
