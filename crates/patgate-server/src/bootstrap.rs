@@ -150,25 +150,10 @@ pub async fn bootstrap_admin(shared: &Shared, file: Option<&Path>) -> Result<Opt
     let authority = Authority::Legacy(scopes);
     let settings = shared.settings();
     let today = Timestamp(now.0 - now.0.rem_euclid(patgate_core::time::DAY));
-    let (plain, digest) = {
-        let engine = shared.engine();
-        let plain =
-            engine.format.generate(authority.kind()).map_err(|error| BootstrapError::Token(error.to_string()))?;
-        let digest = engine.key.digest_plain(&plain);
-        (plain, digest)
-    };
-    let token = NewToken {
-        // The store gives it to the admin user.
-        owner: patgate_core::UserId(0),
-        name: "bootstrap".to_owned(),
-        description: String::new(),
-        digest,
-        display_prefix: plain.display_prefix(),
-        authority,
-        allowed_ips: Vec::new(),
-        created_at: now,
-        expires_at: Some(today.plus_days(i64::from(settings.max_lifetime_days))),
-    };
+    let expires_at = Some(today.plus_days(i64::from(settings.max_lifetime_days)));
+    // The store gives it to the admin user.
+    let (plain, token) = new_token(shared, patgate_core::UserId(0), "bootstrap", authority, expires_at, now)
+        .map_err(BootstrapError::Token)?;
     let pending = match file {
         Some(path) => Some(
             PendingTokenFile::prepare(path, plain.expose_secret())
@@ -197,6 +182,31 @@ pub async fn bootstrap_admin(shared: &Shared, file: Option<&Path>) -> Result<Opt
     Ok(Some(Bootstrapped { token: plain, created_user, file: pending.map(PendingTokenFile::commit) }))
 }
 
+/// A fresh secret and the token row that stores its digest (no description, no allowlist).
+fn new_token(
+    shared: &Shared,
+    owner: patgate_core::UserId,
+    name: &str,
+    authority: Authority,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<(PlainToken, NewToken), String> {
+    let engine = shared.engine();
+    let plain = engine.format.generate(authority.kind()).map_err(|error| error.to_string())?;
+    let token = NewToken {
+        owner,
+        name: name.to_owned(),
+        description: String::new(),
+        digest: engine.key.digest_plain(&plain),
+        display_prefix: plain.display_prefix(),
+        authority,
+        allowed_ips: Vec::new(),
+        created_at: now,
+        expires_at,
+    };
+    Ok((plain, token))
+}
+
 async fn mint(
     shared: &Shared,
     owner: patgate_core::UserId,
@@ -205,23 +215,7 @@ async fn mint(
     expires_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Result<PlainToken, ApiError> {
-    let (plain, digest) = {
-        let engine = shared.engine();
-        let plain = engine.format.generate(authority.kind()).map_err(|error| ApiError::Internal(error.to_string()))?;
-        let digest = engine.key.digest_plain(&plain);
-        (plain, digest)
-    };
-    let new = NewToken {
-        owner,
-        name: name.to_owned(),
-        description: String::new(),
-        digest,
-        display_prefix: plain.display_prefix(),
-        authority,
-        allowed_ips: Vec::new(),
-        created_at: now,
-        expires_at,
-    };
+    let (plain, new) = new_token(shared, owner, name, authority, expires_at, now).map_err(ApiError::Internal)?;
     shared.store.create_token(&new, Audit::new("token_created", Actor::default(), now).user(owner)).await?;
     shared.catch_up().await?;
     Ok(plain)

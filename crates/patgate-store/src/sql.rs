@@ -493,8 +493,6 @@ impl SqlStore {
         Ok((changes, audits))
     }
 
-    /// Appends the changes and the audit event, notifies replicas, commits; returns the
-    /// last change's sequence number.
     /// Writes the settings document and finishes `write` with its change and its audit
     /// event (which carries the document).
     async fn write_settings(&self, mut write: Write<'_>, settings: &Settings, audit: Audit) -> Result<i64, StoreError> {
@@ -508,6 +506,8 @@ impl SqlStore {
         self.finish(write, &[Change::Settings], &audit).await
     }
 
+    /// Appends the changes and the audit event, notifies replicas, commits; returns the
+    /// last change's sequence number.
     async fn finish(&self, write: Write<'_>, changes: &[Change], audit: &Audit) -> Result<i64, StoreError> {
         self.finish_many(write, changes, std::slice::from_ref(audit)).await
     }
